@@ -1,0 +1,171 @@
+//! The allocator's Raft layer: openraft wired to RocksDB storage and gRPC transport.
+//!
+//! Layout:
+//! - `type_config.rs`: [`TypeConfig`], the [`Raft`] handle type, [`NodeInfo`];
+//! - `log_store.rs`: [`LogStore`], the log and vote in RocksDB; `log_flusher.rs`: its group
+//!   WAL sync;
+//! - `state_machine.rs`: [`StateMachineStore`], the applied [`hc_allocator_state::State`];
+//! - `snapshot_store.rs`: the latest snapshot as a file ([`SnapshotFile`]);
+//! - `network.rs`: [`NetworkFactory`], the gRPC client side;
+//! - `service.rs`: [`RaftService`], the gRPC server side;
+//! - `codec.rs`: the MessagePack encoding of everything stored or sent.
+//!
+//! On disk, under a replica's data directory: `raft/` is the RocksDB database (log, vote, log
+//! pointers) and `snapshot/` holds the latest snapshot.
+//!
+//! Startup, in the caller:
+//! ```ignore
+//! let (log_store, state_machine) = raft::open_storage(&data_dir).await?;
+//! let state = state_machine.state(); // for the read paths
+//! let config = Arc::new(raft::raft_config(100, 300, 10_000)?);
+//! let network = raft::NetworkFactory::new(node_id);
+//! let raft = raft::Raft::new(node_id, config, network, log_store, state_machine).await?;
+//! // add raft::raft_service(raft.clone()) to the replica's tonic server
+//! ```
+
+mod codec;
+mod log_flusher;
+mod log_store;
+mod network;
+mod service;
+mod snapshot_store;
+mod state_machine;
+mod type_config;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options};
+
+pub use self::log_store::{LogReader, LogStore};
+pub use self::network::{NetworkFactory, PeerClient};
+pub use self::service::{RaftService, raft_service};
+pub use self::snapshot_store::{SnapshotFile, SnapshotStore};
+pub use self::state_machine::{SnapshotBuilder, StateMachineStore};
+pub use self::type_config::{Entry, LogId, NodeInfo, Raft, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, Vote};
+
+/// Subdirectory of the data directory holding the RocksDB database.
+pub const DB_DIR: &str = "raft";
+/// Subdirectory of the data directory holding the latest snapshot.
+pub const SNAPSHOT_DIR: &str = "snapshot";
+
+/// Why the Raft storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStorageError {
+    #[error("cannot open the Raft log database at {path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("cannot open the snapshot store at {path}: {source}")]
+    Snapshot {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the Raft log store: {source}")]
+    LogStore {
+        #[source]
+        source: io::Error,
+    },
+    #[error("the runtime shut down while the Raft storage was being opened")]
+    Cancelled,
+}
+
+/// Opens (creating if needed) a replica's Raft storage under `data_dir`: the RocksDB database in
+/// `data_dir/raft` and the snapshot in `data_dir/snapshot`. The state machine starts from the
+/// latest snapshot; openraft re-applies the log after it when the [`Raft`] is created.
+pub async fn open_storage(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenStorageError> {
+    let data_dir = data_dir.to_owned();
+    // Opening RocksDB and decoding a snapshot (up to ~100 MB) block: keep them off the runtime.
+    let opened = tokio::task::spawn_blocking(move || open_storage_blocking(&data_dir)).await;
+    match opened {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => Err(OpenStorageError::Cancelled),
+    }
+}
+
+fn open_storage_blocking(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenStorageError> {
+    let db_path = data_dir.join(DB_DIR);
+    let db = open_db(&db_path).map_err(|source| OpenStorageError::Database { path: db_path.clone(), source })?;
+    let db = Arc::new(db);
+
+    let snapshot_path = data_dir.join(SNAPSHOT_DIR);
+    let (snapshots, loaded) = SnapshotStore::open(&snapshot_path)
+        .map_err(|source| OpenStorageError::Snapshot { path: snapshot_path.clone(), source })?;
+    if let Some((meta, _)) = &loaded {
+        tracing::info!(snapshot = %meta, "loaded snapshot");
+    }
+
+    let log_store = LogStore::new(db).map_err(|source| OpenStorageError::LogStore { source })?;
+    Ok((log_store, StateMachineStore::new(snapshots, loaded)))
+}
+
+fn open_db(path: &Path) -> Result<DB, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // RocksDB is built without compression libraries here; say so rather than rely on defaults.
+    opts.set_compression_type(DBCompressionType::None);
+    let cf = |name: &str| {
+        let mut cf_opts = Options::default();
+        cf_opts.set_compression_type(DBCompressionType::None);
+        ColumnFamilyDescriptor::new(name, cf_opts)
+    };
+    DB::open_cf_descriptors(&opts, path, [cf(log_store::CF_LOGS), cf(log_store::CF_META)])
+}
+
+/// The Raft settings for an allocator replica: heartbeat every `heartbeat_ms`, elections after
+/// `election_timeout_ms` to twice that without a leader, and a snapshot every
+/// `snapshot_logs_since_last` applied entries (the log before it is then purged, keeping a short
+/// tail so a follower that is just behind catches up from the log rather than a snapshot).
+pub fn raft_config(
+    heartbeat_ms: u64,
+    election_timeout_ms: u64,
+    snapshot_logs_since_last: u64,
+) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: "hc-allocator".to_owned(),
+        heartbeat_interval: heartbeat_ms,
+        election_timeout_min: election_timeout_ms,
+        election_timeout_max: election_timeout_ms.saturating_mul(2),
+        // Pre-Vote keeps a replica that was cut off from bumping the term and deposing a
+        // healthy leader when it comes back.
+        enable_pre_vote: Some(true),
+        // Bounds each snapshot chunk and the receiver's install (see `network.rs`); a 100 MB
+        // snapshot takes seconds to install.
+        install_snapshot_timeout: 30_000,
+        snapshot_max_chunk_size: 1024 * 1024,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: 64,
+        purge_batch_size: 1,
+        // A follower further behind than this gets a snapshot; below it, log entries.
+        replication_lag_threshold: snapshot_logs_since_last.saturating_add(1_000),
+        ..Default::default()
+    }
+    .validate()
+}
+
+/// [`raft_config`] with a 100 ms heartbeat and 300–600 ms election timeout.
+pub fn default_raft_config(snapshot_logs_since_last: u64) -> Result<openraft::Config, openraft::ConfigError> {
+    raft_config(100, 300, snapshot_logs_since_last)
+}
+
+/// Runs blocking I/O on tokio's blocking pool. A panic there is re-raised here.
+pub(crate) async fn run_blocking<T, F>(f: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => Err(io::Error::other(join)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

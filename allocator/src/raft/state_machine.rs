@@ -1,0 +1,157 @@
+//! [`StateMachineStore`]: the applied [`State`] in memory, persisted only as snapshots.
+//!
+//! Applying does not write to disk. After a crash the replica loads the latest snapshot and
+//! openraft re-applies the log from there (up to the saved `committed`, then whatever the leader
+//! commits), so a restart replays only the log tail after the snapshot.
+
+use std::io;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures::TryStreamExt;
+use hc_allocator_state::{ApplyContext, Output, State};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+
+use crate::raft::run_blocking;
+use crate::raft::snapshot_store::{SnapshotFile, SnapshotStore};
+use crate::raft::type_config::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+pub struct StateMachineStore {
+    /// The applied state. Written only here (`apply`, `install_snapshot`), i.e. by openraft's
+    /// state machine worker; read by the REST and gRPC servers through [`Self::state`]. Each
+    /// write holds the lock for one entry, so readers see whole entries applied, never half.
+    state: Arc<RwLock<State>>,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    snapshots: Arc<SnapshotStore>,
+}
+
+impl StateMachineStore {
+    /// Wraps the state loaded from the latest snapshot (or an empty one).
+    pub(crate) fn new(snapshots: SnapshotStore, loaded: Option<(SnapshotMeta, State)>) -> Self {
+        let (last_applied, last_membership, state) = match loaded {
+            Some((meta, state)) => (meta.last_log_id, meta.last_membership, state),
+            None => (None, StoredMembership::default(), State::default()),
+        };
+        Self { state: Arc::new(RwLock::new(state)), last_applied, last_membership, snapshots: Arc::new(snapshots) }
+    }
+
+    /// The applied state, shared with the servers that answer reads. Take the read lock briefly:
+    /// applying waits for it. A poisoned lock means applying an entry panicked; the replica's
+    /// Raft has then stopped and the state must not be served.
+    pub fn state(&self) -> Arc<RwLock<State>> {
+        self.state.clone()
+    }
+
+    pub(crate) fn snapshot_store(&self) -> Arc<SnapshotStore> {
+        self.snapshots.clone()
+    }
+
+    fn builder(&self) -> SnapshotBuilder {
+        // Copy the state now, on the state machine worker, so the snapshot is exactly the state
+        // at `last_applied`; serializing and writing it then runs beside further applies.
+        let state = self.state.read().map(|s| s.clone()).ok();
+        SnapshotBuilder {
+            meta: SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone() },
+            state,
+            snapshots: self.snapshots.clone(),
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            let ctx = ApplyContext { log_index: log_id.index };
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            let response = match entry.payload {
+                EntryPayload::Normal(request) => state.apply(ctx, &request),
+                EntryPayload::Blank => {
+                    state.mark_applied(ctx);
+                    Ok(Output::Done)
+                }
+                EntryPayload::Membership(membership) => {
+                    state.mark_applied(ctx);
+                    self.last_membership = StoredMembership::new(Some(log_id), membership);
+                    Ok(Output::Done)
+                }
+            };
+            drop(state);
+            self.last_applied = Some(log_id);
+            metrics::counter!("hc_allocator_raft_applied_entries_total").increment(1);
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
+        Some(self.builder())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.builder()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        let snapshots = self.snapshots.clone();
+        let owned_meta = meta.clone();
+        let state = run_blocking(move || snapshots.install(&owned_meta, snapshot)).await?;
+
+        // The whole state is replaced, so a lock poisoned by an earlier panic is healed here.
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        *guard = state;
+        drop(guard);
+        self.state.clear_poison();
+
+        self.last_applied = meta.last_log_id;
+        self.last_membership = meta.last_membership.clone();
+        tracing::info!(snapshot = %meta, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let snapshots = self.snapshots.clone();
+        let current = run_blocking(move || snapshots.current()).await?;
+        Ok(current.map(|(meta, file)| Snapshot { meta, snapshot: SnapshotFile::new(file) }))
+    }
+}
+
+/// Builds one snapshot from a copy of the state taken by the state machine worker.
+pub struct SnapshotBuilder {
+    meta: SnapshotMeta,
+    /// `None` if the state lock was poisoned: there is no trustworthy state to snapshot.
+    state: Option<State>,
+    snapshots: Arc<SnapshotStore>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let state = self.state.take().ok_or_else(poisoned)?;
+        let meta = self.meta.clone();
+        let snapshots = self.snapshots.clone();
+        let started = std::time::Instant::now();
+        let file = run_blocking(move || snapshots.save_built(&meta, &state)).await?;
+        metrics::histogram!("hc_allocator_raft_snapshot_build_seconds").record(started.elapsed());
+        tracing::info!(snapshot = %self.meta, "built snapshot");
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: SnapshotFile::new(file) })
+    }
+}
+
+fn poisoned() -> io::Error {
+    io::Error::other("state lock poisoned: applying an entry panicked")
+}

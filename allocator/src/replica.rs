@@ -1,0 +1,195 @@
+//! [`Replica`]: one allocator replica as the servers see it — propose a command (forwarded to
+//! the leader when this replica is not it), read the applied state, report cluster status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hc_allocator_state::{Command, Output, Request, State};
+use hc_api::IpamError;
+use hc_api::proto::ipam_client::IpamClient;
+use hc_api::proto::{KeepAliveRequest, ProposeRequest};
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::WatchReceiver;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metrics as m;
+use crate::raft::{NodeInfo, Raft};
+
+/// How long a forwarded call to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Replica {
+    pub id: u64,
+    pub raft: Raft,
+    /// The applied state machine, shared with the Raft state-machine store. Readers hold the
+    /// lock only to copy out what they answer.
+    state: Arc<RwLock<State>>,
+    /// gRPC channels to other replicas (by gRPC address), for forwarding to the leader.
+    /// Guards only the map; channels are cheap to clone and used outside the lock.
+    peers: std::sync::Mutex<HashMap<String, Channel>>,
+}
+
+/// Cluster status as seen by this replica.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    pub id: u64,
+    pub leader_id: Option<u64>,
+    pub leader: Option<NodeInfo>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub members: std::collections::BTreeMap<u64, NodeInfo>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Replica {
+    pub fn new(id: u64, raft: Raft, state: Arc<RwLock<State>>) -> Self {
+        Replica { id, raft, state, peers: Default::default() }
+    }
+
+    /// Runs `f` over the applied state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        f(&state)
+    }
+
+    /// Proposes `command` through Raft and returns what applying it gave, with its log index.
+    /// On a follower the command is forwarded once to the leader, which stamps the time.
+    pub async fn propose(&self, command: Command, forwarded: bool) -> Result<(Output, u64), IpamError> {
+        let kind = command_kind(&command);
+        let started = Instant::now();
+        let result = self.propose_inner(command, forwarded).await;
+        m::record_proposal(kind, &result, started.elapsed());
+        result
+    }
+
+    async fn propose_inner(&self, command: Command, forwarded: bool) -> Result<(Output, u64), IpamError> {
+        let request = Request { time_ms: now_ms(), command };
+        let forward = match self.raft.client_write(request.clone()).await {
+            Ok(resp) => return resp.data.map(|out| (out, resp.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                // The entry may or may not commit through the new leader: the outcome is
+                // unknown. Every agent command is idempotent, so the caller may retry.
+                return Err(IpamError::Unavailable {
+                    reason: "leader changed while the command was in flight; outcome unknown, retry".into(),
+                });
+            }
+            Err(e) => return Err(IpamError::Unavailable { reason: e.to_string() }),
+        };
+        let Some(leader) = forward.leader_node.clone().filter(|_| !forwarded) else {
+            return Err(self.not_leader(forward.leader_id, forward.leader_node));
+        };
+        let mut client = self.peer(&leader.raft_addr)?;
+        let json = serde_json::to_string(&request.command).map_err(|e| IpamError::invalid("command", e.to_string()))?;
+        let mut req = tonic::Request::new(ProposeRequest { command_json: json, forwarded: true });
+        req.set_timeout(FORWARD_TIMEOUT);
+        let reply = client.propose(req).await.map_err(|s| IpamError::from_status(&s))?.into_inner();
+        let out: Output = serde_json::from_str(&reply.output_json)
+            .map_err(|e| IpamError::Unavailable { reason: format!("bad reply from leader: {e}") })?;
+        Ok((out, reply.log_index))
+    }
+
+    /// Forwards a keep-alive to the leader (keep-alives are served by the leader alone).
+    pub async fn forward_keep_alive(&self, mut req: KeepAliveRequest) -> Result<u64, IpamError> {
+        let (leader_id, leader) = self.leader().await;
+        let Some(leader) = leader.filter(|_| !req.forwarded && leader_id != Some(self.id)) else {
+            return Err(self.not_leader(leader_id, None));
+        };
+        req.forwarded = true;
+        let mut client = self.peer(&leader.raft_addr)?;
+        let mut r = tonic::Request::new(req);
+        r.set_timeout(FORWARD_TIMEOUT);
+        let reply = client.keep_alive(r).await.map_err(|s| IpamError::from_status(&s))?;
+        Ok(reply.into_inner().ttl_ms)
+    }
+
+    fn not_leader(&self, leader_id: Option<u64>, node: Option<NodeInfo>) -> IpamError {
+        let leader = node.map(|n| n.raft_addr).or_else(|| {
+            let members = self.members();
+            leader_id.and_then(|id| members.get(&id).map(|n| n.raft_addr.clone()))
+        });
+        IpamError::NotLeader { leader_id, leader }
+    }
+
+    fn peer(&self, addr: &str) -> Result<IpamClient<Channel>, IpamError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = peers.get(addr) {
+            return Ok(IpamClient::new(ch.clone()));
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| IpamError::Unavailable { reason: format!("bad leader address {addr}: {e}") })?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        peers.insert(addr.to_owned(), ch.clone());
+        Ok(IpamClient::new(ch))
+    }
+
+    /// The leader this replica knows of, with its address.
+    pub async fn leader(&self) -> (Option<u64>, Option<NodeInfo>) {
+        let id = self.raft.current_leader().await;
+        let node = id.and_then(|id| self.members().get(&id).cloned());
+        (id, node)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// Every member (voters and learners) of the current membership config.
+    pub fn members(&self) -> std::collections::BTreeMap<u64, NodeInfo> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.membership_config.nodes().map(|(id, n)| (*id, n.clone())).collect()
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let mt = self.raft.metrics().borrow_watched().clone();
+        let voters: Vec<u64> = mt.membership_config.voter_ids().collect();
+        let learners: Vec<u64> = mt.membership_config.membership().learner_ids().collect();
+        let members: std::collections::BTreeMap<u64, NodeInfo> =
+            mt.membership_config.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        ClusterStatus {
+            id: self.id,
+            leader_id: mt.current_leader,
+            leader: mt.current_leader.and_then(|id| members.get(&id).cloned()),
+            term: mt.current_term,
+            last_log_index: mt.last_log_index,
+            committed_index: mt.cluster_committed.or(mt.local_committed).map(|l| l.index),
+            applied_index: mt.last_applied.map(|l| l.index),
+            snapshot_index: mt.snapshot.map(|l| l.index),
+            purged_index: mt.purged.map(|l| l.index),
+            voters,
+            learners,
+            members,
+        }
+    }
+}
+
+/// A short label for metrics and logs.
+pub fn command_kind(c: &Command) -> &'static str {
+    match c {
+        Command::CreatePool(_) => "create_pool",
+        Command::UpdatePool(_) => "update_pool",
+        Command::DeletePool { .. } => "delete_pool",
+        Command::PutVlan(_) => "put_vlan",
+        Command::DeleteVlan { .. } => "delete_vlan",
+        Command::PutReservation(_) => "put_reservation",
+        Command::DeleteReservation { .. } => "delete_reservation",
+        Command::Allocate { .. } => "allocate",
+        Command::Release { .. } => "release",
+        Command::GrantLease { .. } => "grant_lease",
+        Command::ExpireLease { .. } => "expire_lease",
+        Command::Reconcile { .. } => "reconcile",
+        Command::NodeGone { .. } => "node_gone",
+    }
+}

@@ -1,0 +1,29 @@
+//! The command handlers, one file per kind of object. Each validates fully against the current
+//! state, then mutates: a refused command changes nothing.
+
+mod allocate;
+mod lease;
+mod pool;
+mod release;
+mod reservation;
+mod vlan;
+
+use hc_api::types::{Allocation, AllocationState};
+
+/// Who holds an allocation, for error messages.
+pub(crate) fn holder(a: &Allocation) -> String {
+    let o = &a.owner;
+    let pod = if o.namespace.is_empty() && o.pod.is_empty() {
+        String::new()
+    } else {
+        format!("pod {}/{} ", o.namespace, o.pod)
+    };
+    let quarantined = match a.state {
+        AllocationState::Active => "",
+        AllocationState::Quarantined => " (quarantined: its node's lease expired)",
+    };
+    format!(
+        "{pod}(container {}, interface {}) on node {}{quarantined}",
+        o.container_id, o.interface, o.node
+    )
+}

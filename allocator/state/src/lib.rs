@@ -1,0 +1,33 @@
+//! The allocator's replicated state machine: pools, VLANs, reservations, allocations and node
+//! leases, and the commands that change them.
+//!
+//! Pure and deterministic: no I/O, no clock (time comes from the log entry), no randomness.
+//! Every replica applying the same log reaches the same state. The Raft layer in `hc-allocator`
+//! stores [`State`] as a snapshot and feeds it [`Request`]s.
+//!
+//! Layout:
+//! - `command.rs`: the log's commands and their outputs;
+//! - `state.rs`: [`State`], `apply`, the bookkeeping shared by all commands, and the reads;
+//! - `apply/`: the command handlers, one file per kind of object (pools, VLANs, reservations,
+//!   allocate, release, leases and fencing);
+//! - `pool.rs`: one pool's address index (search, counts) — memory in proportion to the
+//!   addresses in use, not to the pool's size; `interval.rs`: the interval set under it;
+//! - `validate.rs`: checks on specs that need nothing but the spec (also usable before proposing);
+//! - `snapshot.rs`: the serialized form of [`State`]; indexes are rebuilt on load;
+//! - `invariants.rs`: [`State::check_invariants`], the state's rules checked from scratch.
+
+mod apply;
+mod command;
+mod interval;
+mod invariants;
+mod pool;
+mod snapshot;
+mod state;
+#[cfg(test)]
+mod testing;
+pub mod validate;
+
+pub use command::{Command, Output, Request, Response};
+pub use invariants::InvariantViolation;
+pub use snapshot::SnapshotError;
+pub use state::{ApplyContext, State};

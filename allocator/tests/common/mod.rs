@@ -1,0 +1,299 @@
+//! A cluster of real `hc-allocator` processes on loopback, each with its own RocksDB data
+//! directory, for the integration tests. Processes are killed when the harness is dropped,
+//! also when a test fails.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hc_api::client::{Client, ClientConfig};
+use hc_api::types::{AllocateRequest, Owner, PoolSpec};
+
+pub fn pool(name: &str, cidr: &str) -> PoolSpec {
+    serde_json::from_value(serde_json::json!({"name": name, "cidr": cidr})).unwrap()
+}
+
+/// A free loopback port: bound to port 0, then released for the child to bind. (A port can in
+/// principle be taken by someone else in between; the harness retries start-up once.)
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Replica {
+    pub id: u64,
+    pub grpc: String,
+    pub rest: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub replicas: Vec<Replica>,
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` replicas founding one cluster and waits until there is a leader.
+    pub async fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas: Vec<Replica> = (1..=n as u64)
+            .map(|id| Replica {
+                id,
+                grpc: format!("127.0.0.1:{}", free_port()),
+                rest: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("r{id}")),
+                child: None,
+                log: dir.path().join(format!("r{id}.log")),
+            })
+            .collect();
+        let mut cluster = Cluster { dir, replicas, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.leader_async(Duration::from_secs(20)).await;
+        cluster
+    }
+
+    pub fn initial_cluster(&self) -> String {
+        self.replicas.iter().map(|r| format!("{}={}/{}", r.id, r.grpc, r.rest)).collect::<Vec<_>>().join(",")
+    }
+
+    /// (Re)starts replica `i` from its data directory.
+    pub fn spawn(&mut self, i: usize) {
+        let initial = self.initial_cluster();
+        let r = &mut self.replicas[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hc-allocator"))
+            .arg("--id")
+            .arg(r.id.to_string())
+            .arg("--data-dir")
+            .arg(&r.data_dir)
+            .arg("--grpc-addr")
+            .arg(&r.grpc)
+            .arg("--rest-addr")
+            .arg(&r.rest)
+            .arg("--initial-cluster")
+            .arg(&initial)
+            .args(&self.extra_args)
+            .env("HC_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        r.child = Some(child);
+    }
+
+    /// `kill -9` of replica `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].child.as_ref().map(|c| c.id())
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.grpc.clone()).collect()
+    }
+
+    /// A client whose first choice is replica `first` (writes through a follower are forwarded).
+    pub fn client_via(&self, first: usize) -> Client {
+        let mut eps = self.endpoints();
+        let n = eps.len();
+        eps.rotate_left(first % n);
+        Client::new(eps, ClientConfig { deadline: Duration::from_secs(30), attempt_timeout: Duration::from_secs(3) })
+            .unwrap()
+    }
+
+    /// A client for direct per-replica reads (`status_at`, `list_allocations_at` by index).
+    pub fn client(&self) -> Client {
+        self.client_via(0)
+    }
+
+    /// Index of the running replica that is leader and says so itself; waits until one is.
+    pub async fn leader_async(&self, timeout: Duration) -> usize {
+        let client = self.client();
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (i, r) in self.replicas.iter().enumerate() {
+                if r.child.is_none() {
+                    continue;
+                }
+                if let Ok(s) = client.status_at(i).await {
+                    if let Some(l) = s.leader_id {
+                        if let Some(idx) = self.replicas.iter().position(|r| r.id == l && r.child.is_some()) {
+                            if client.status_at(idx).await.map(|s| s.leader_id == Some(l)).unwrap_or(false) {
+                                return idx;
+                            }
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("no leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running replica has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) {
+        let client = self.client();
+        let deadline = Instant::now() + timeout;
+        for (i, r) in self.replicas.iter().enumerate() {
+            if r.child.is_none() {
+                continue;
+            }
+            loop {
+                let applied = client.status_at(i).await.map(|s| s.last_applied).unwrap_or(0);
+                if applied >= index {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    self.dump_logs();
+                    panic!("replica {} applied {applied} < {index} after {timeout:?}", r.id);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Waits until every running replica has applied everything the leader has committed, so
+    /// that reads from any replica see all acknowledged writes.
+    pub async fn sync(&self) {
+        let leader = self.leader_async(Duration::from_secs(20)).await;
+        let commit = self.client().status_at(leader).await.unwrap().committed;
+        self.wait_applied(commit, Duration::from_secs(30)).await;
+    }
+
+    pub fn dump_logs(&self) {
+        for r in &self.replicas {
+            let text = std::fs::read_to_string(&r.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("---- replica {} log (last 40 lines) ----", r.id);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    /// Resident memory of replica `i` in bytes (from /proc).
+    pub fn rss_bytes(&self, i: usize) -> u64 {
+        let pid = self.pid(i).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.replicas.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+/// A REST call helper: (status, JSON body).
+pub async fn rest(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    base: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = http.request(method, format!("http://{base}{path}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+pub fn request(pool: &str, container: &str) -> AllocateRequest {
+    AllocateRequest {
+        owner: Owner {
+            container_id: container.to_owned(),
+            interface: "eth0".into(),
+            namespace: "default".into(),
+            pod: container.to_owned(),
+            node: "node-a".into(),
+        },
+        pool: Some(pool.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Runs `total` allocations over `clients` concurrent clients, client `i` entering through
+/// replica `i % n`. Returns every acknowledged (container id → address).
+pub async fn allocate_many(
+    cluster: &Cluster,
+    pool: &str,
+    prefix: &str,
+    clients: usize,
+    total: usize,
+    progress: Arc<AtomicUsize>,
+) -> HashMap<String, IpAddr> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = cluster.client_via(c);
+        let next = next.clone();
+        let progress = progress.clone();
+        let pool = pool.to_owned();
+        let prefix = prefix.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return acked;
+                }
+                let container = format!("{prefix}-{i}");
+                // The client retries through leader changes; allocation is idempotent per
+                // (container, interface), so a retry after an unknown outcome is safe.
+                let a = client
+                    .allocate(None, request(&pool, &container))
+                    .await
+                    .unwrap_or_else(|e| panic!("allocation {container} failed: {e}"));
+                assert_eq!(a.allocation.owner.container_id, container);
+                acked.push((container, a.allocation.address));
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut all = HashMap::new();
+    for t in tasks {
+        for (c, a) in t.await.unwrap() {
+            assert!(all.insert(c, a).is_none());
+        }
+    }
+    all
+}
+
+pub fn assert_distinct(acked: &HashMap<String, IpAddr>) {
+    let addrs: HashSet<IpAddr> = acked.values().copied().collect();
+    assert_eq!(addrs.len(), acked.len(), "an address was handed out twice");
+}

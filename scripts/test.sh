@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test: unit, property, storage-suite and the integration
+# tests that start real hc-allocator processes with real RocksDB on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+. scripts/env.sh
+cargo fmt --all -- --check
+cargo build --workspace --all-targets
+# --nocapture: the integration tests print what they measured (throughput, failover, memory).
+cargo test --workspace --no-fail-fast -- --nocapture
