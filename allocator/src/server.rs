@@ -49,7 +49,16 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
 
     let grpc = {
         let mut shutdown = shutdown.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        // TCP_NODELAY on every accepted connection: with Nagle's algorithm, small gRPC replies
+        // wait for the peer's delayed ACK (~40 ms) and cap throughput. (`Server::tcp_nodelay`
+        // applies only to listeners tonic binds itself.)
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |s| {
+            s.inspect(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                }
+            })
+        });
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(raft::raft_service(raft.clone()))
@@ -66,7 +75,11 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         let mut shutdown = shutdown.clone();
         let app = crate::rest::router(replica.clone(), metrics);
         tokio::spawn(async move {
-            axum::serve(rest_listener, app)
+            use axum::serve::ListenerExt;
+            let listener = rest_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = shutdown.wait_for(|s| *s).await;
                 })

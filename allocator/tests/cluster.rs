@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, allocate_many, assert_distinct, pool};
+use common::{Cluster, allocate_many, allocate_many_timed, assert_distinct, pool};
 use hc_api::command::Command;
 
 /// Every acknowledged allocation must be in the applied state of every running replica.
@@ -66,8 +66,8 @@ async fn leader_kill_under_load_loses_nothing_and_the_restarted_replica_catches_
     let killed_id = cluster.replicas[leader].id;
 
     // Load from 16 clients; kill -9 the leader once 1000 allocations are acknowledged.
-    let load = allocate_many(&cluster, "churn", "k", 16, 4_000, progress.clone());
-    let (acked, (unavailable, kill_commit)) = {
+    let load = allocate_many_timed(&cluster, "churn", "k", 16, 4_000, progress.clone());
+    let ((acked, spans), (killed_at, kill_commit)) = {
         let progress = progress.clone();
         let pid = cluster.pid(leader).unwrap();
         let status_client = cluster.client();
@@ -77,19 +77,21 @@ async fn leader_kill_under_load_loses_nothing_and_the_restarted_replica_catches_
             }
             let kill_commit = status_client.status_at(leader).await.unwrap().committed;
             // SIGKILL: no chance to hand leadership over.
-            let killed_at = Instant::now();
-            let done_before = progress.load(Ordering::Relaxed);
             std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
-            // Unavailability: time until the next acknowledged allocation.
-            while progress.load(Ordering::Relaxed) == done_before {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            (killed_at.elapsed(), kill_commit)
+            (Instant::now(), kill_commit)
         };
         tokio::join!(load, killer)
     };
+    // Unavailability: from the kill to the first acknowledgement of an allocation that was
+    // started after it (earlier ones may have committed before the kill).
+    let unavailable = spans
+        .iter()
+        .filter(|(started, _)| *started > killed_at)
+        .map(|(_, acked)| acked.duration_since(killed_at))
+        .min()
+        .expect("allocations continued after the kill");
     println!(
-        "leader {killed_id} killed under load at commit index {kill_commit}: next acknowledged allocation {unavailable:?} later"
+        "leader {killed_id} killed under load at commit index {kill_commit}: first allocation started after the kill acknowledged {unavailable:?} later"
     );
     // Reap the killed process.
     cluster.kill(leader);

@@ -256,6 +256,19 @@ pub async fn allocate_many(
     total: usize,
     progress: Arc<AtomicUsize>,
 ) -> HashMap<String, IpAddr> {
+    allocate_many_timed(cluster, pool, prefix, clients, total, progress).await.0
+}
+
+/// As `allocate_many`, also returning when each acknowledged allocation was started and
+/// acknowledged (to measure unavailability around a fault).
+pub async fn allocate_many_timed(
+    cluster: &Cluster,
+    pool: &str,
+    prefix: &str,
+    clients: usize,
+    total: usize,
+    progress: Arc<AtomicUsize>,
+) -> (HashMap<String, IpAddr>, Vec<(Instant, Instant)>) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -272,6 +285,7 @@ pub async fn allocate_many(
                     return acked;
                 }
                 let container = format!("{prefix}-{i}");
+                let started = Instant::now();
                 // The client retries through leader changes; allocation is idempotent per
                 // (container, interface), so a retry after an unknown outcome is safe.
                 let a = client
@@ -279,18 +293,20 @@ pub async fn allocate_many(
                     .await
                     .unwrap_or_else(|e| panic!("allocation {container} failed: {e}"));
                 assert_eq!(a.allocation.owner.container_id, container);
-                acked.push((container, a.allocation.address));
+                acked.push((container, a.allocation.address, started, Instant::now()));
                 progress.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
     let mut all = HashMap::new();
+    let mut spans = Vec::new();
     for t in tasks {
-        for (c, a) in t.await.unwrap() {
+        for (c, a, started, acked) in t.await.unwrap() {
             assert!(all.insert(c, a).is_none());
+            spans.push((started, acked));
         }
     }
-    all
+    (all, spans)
 }
 
 pub fn assert_distinct(acked: &HashMap<String, IpAddr>) {
