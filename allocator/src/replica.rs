@@ -18,6 +18,8 @@ use crate::raft::{NodeInfo, Raft};
 
 /// How long a forwarded call to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write waits for a leader to be elected before answering `NotLeader`.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
 
 pub struct Replica {
     pub id: u64,
@@ -73,24 +75,43 @@ impl Replica {
     }
 
     async fn propose_inner(&self, command: Command, forwarded: bool) -> Result<(Output, u64), IpamError> {
-        let request = Request { time_ms: now_ms(), command };
-        let forward = match self.raft.client_write(request.clone()).await {
-            Ok(resp) => return resp.data.map(|out| (out, resp.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                // The entry may or may not commit through the new leader: the outcome is
-                // unknown. Every agent command is idempotent, so the caller may retry.
-                return Err(IpamError::Unavailable {
-                    reason: "leader changed while the command was in flight; outcome unknown, retry".into(),
-                });
+        let mut waited_for_leader = false;
+        let forward = loop {
+            let request = Request { time_ms: now_ms(), command: command.clone() };
+            match self.raft.client_write(request).await {
+                Ok(resp) => return resp.data.map(|out| (out, resp.log_id.index)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if f.leader_node.is_none() && !waited_for_leader {
+                        // An election is under way, or this replica just started and has not
+                        // yet learnt the leader's address: wait once rather than fail.
+                        waited_for_leader = true;
+                        let _ = self
+                            .raft
+                            .wait(Some(LEADER_WAIT))
+                            .metrics(
+                                |m| m.current_leader.is_some_and(|l| m.membership_config.get_node(&l).is_some()),
+                                "a leader with a known address",
+                            )
+                            .await;
+                        continue;
+                    }
+                    break f;
+                }
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                    // The entry may or may not commit through the new leader: the outcome is
+                    // unknown. Every agent command is idempotent, so the caller may retry.
+                    return Err(IpamError::Unavailable {
+                        reason: "leader changed while the command was in flight; outcome unknown, retry".into(),
+                    });
+                }
+                Err(e) => return Err(IpamError::Unavailable { reason: e.to_string() }),
             }
-            Err(e) => return Err(IpamError::Unavailable { reason: e.to_string() }),
         };
         let Some(leader) = forward.leader_node.clone().filter(|_| !forwarded) else {
             return Err(self.not_leader(forward.leader_id, forward.leader_node));
         };
         let mut client = self.peer(&leader.raft_addr)?;
-        let json = serde_json::to_string(&request.command).map_err(|e| IpamError::invalid("command", e.to_string()))?;
+        let json = serde_json::to_string(&command).map_err(|e| IpamError::invalid("command", e.to_string()))?;
         let mut req = tonic::Request::new(ProposeRequest { command_json: json, forwarded: true });
         req.set_timeout(FORWARD_TIMEOUT);
         let reply = client.propose(req).await.map_err(|s| IpamError::from_status(&s))?.into_inner();

@@ -26,6 +26,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The `hc-allocator` binary: Cargo's path when this harness is compiled into the allocator's
+/// tests, else the one beside the test executable's directory (`target/debug/`), which
+/// `cargo build --workspace` puts there.
+pub fn allocator_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_hc-allocator") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("hc-allocator");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
 pub struct Replica {
     pub id: u64,
     pub grpc: String,
@@ -70,9 +83,29 @@ impl Cluster {
     /// (Re)starts replica `i` from its data directory.
     pub fn spawn(&mut self, i: usize) {
         let initial = self.initial_cluster();
+        self.spawn_with(i, Some(&initial));
+    }
+
+    /// Adds a replica that is not a founding member (it waits to be added as a learner).
+    pub fn add_unstarted(&mut self) -> usize {
+        let id = self.replicas.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        self.replicas.push(Replica {
+            id,
+            grpc: format!("127.0.0.1:{}", free_port()),
+            rest: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("r{id}")),
+            child: None,
+            log: self.dir.path().join(format!("r{id}.log")),
+        });
+        let i = self.replicas.len() - 1;
+        self.spawn_with(i, None);
+        i
+    }
+
+    fn spawn_with(&mut self, i: usize, initial: Option<&str>) {
         let r = &mut self.replicas[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hc-allocator"))
+        let child = Command::new(allocator_bin())
             .arg("--id")
             .arg(r.id.to_string())
             .arg("--data-dir")
@@ -81,8 +114,7 @@ impl Cluster {
             .arg(&r.grpc)
             .arg("--rest-addr")
             .arg(&r.rest)
-            .arg("--initial-cluster")
-            .arg(&initial)
+            .args(initial.map(|c| ["--initial-cluster", c]).into_iter().flatten())
             .args(&self.extra_args)
             .env("HC_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
