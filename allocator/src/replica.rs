@@ -120,6 +120,17 @@ impl Replica {
         Ok((out, reply.log_index))
     }
 
+    /// Waits (bounded) until this replica has applied `index`, so that a read after a write
+    /// through a follower sees the write.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), IpamError> {
+        self.raft
+            .wait(Some(FORWARD_TIMEOUT))
+            .applied_index_at_least(Some(index), "read your writes")
+            .await
+            .map(|_| ())
+            .map_err(|e| IpamError::Unavailable { reason: format!("this replica lags behind the leader: {e}") })
+    }
+
     /// Forwards a keep-alive to the leader (keep-alives are served by the leader alone).
     pub async fn forward_keep_alive(&self, mut req: KeepAliveRequest) -> Result<u64, IpamError> {
         let (leader_id, leader) = self.leader().await;

@@ -86,8 +86,12 @@ pub fn router(replica: Arc<Replica>, metrics: PrometheusHandle) -> Router {
         .with_state(AppState { replica, metrics })
 }
 
+/// Proposes a command and waits until this replica has applied it, so that what the handler
+/// reads next (and what the client reads next from this replica) includes the write.
 async fn propose(st: &AppState, command: Command) -> ApiResult<Output> {
-    Ok(st.replica.propose(command, false).await?.0)
+    let (out, index) = st.replica.propose(command, false).await?;
+    st.replica.wait_applied(index).await?;
+    Ok(out)
 }
 
 fn pool_status(st: &AppState, name: &str) -> ApiResult<Json<PoolStatus>> {

@@ -124,6 +124,20 @@ impl Cluster {
         r.child = Some(child);
     }
 
+    /// Waits until replica `i` serves REST (`/healthz`), e.g. after `add_unstarted`.
+    pub async fn wait_healthy(&self, i: usize, timeout: Duration) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        let url = format!("http://{}/healthz", self.replicas[i].rest);
+        while !http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("replica {} not healthy within {timeout:?}", self.replicas[i].id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `kill -9` of replica `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.replicas[i].child.take() {
