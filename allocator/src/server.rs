@@ -52,13 +52,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         // TCP_NODELAY on every accepted connection: with Nagle's algorithm, small gRPC replies
         // wait for the peer's delayed ACK (~40 ms) and cap throughput. (`Server::tcp_nodelay`
         // applies only to listeners tonic binds itself.)
-        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |s| {
-            s.inspect(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-                }
-            })
-        });
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |s| {
+                s.inspect(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                })
+            });
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(raft::raft_service(raft.clone()))

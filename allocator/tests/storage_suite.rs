@@ -13,9 +13,8 @@ struct TempDirStore;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempDirStore {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
-        let (log_store, state_machine) = raft::open_storage(dir.path())
-            .await
-            .map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
+        let (log_store, state_machine) =
+            raft::open_storage(dir.path()).await.map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
         Ok((dir, log_store, state_machine))
     }
 }

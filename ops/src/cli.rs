@@ -7,9 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use hc_api::types::{
-    AllocateRequest, AttachmentId, Dns, IpRange, Owner, PoolSpec, ReleaseTarget, Route, Selector,
-};
+use hc_api::types::{AllocateRequest, AttachmentId, Dns, IpRange, Owner, PoolSpec, ReleaseTarget, Route, Selector};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
 
@@ -38,13 +36,7 @@ pub struct Cli {
     pub output: Format,
 
     /// Give up on a request after this many seconds (adding a learner waits for it to catch up).
-    #[arg(
-        long,
-        global = true,
-        env = "HCCTL_TIMEOUT",
-        default_value_t = 30,
-        value_name = "SECS"
-    )]
+    #[arg(long, global = true, env = "HCCTL_TIMEOUT", default_value_t = 30, value_name = "SECS")]
     pub timeout: u64,
 
     #[command(subcommand)]
@@ -82,26 +74,18 @@ impl fmt::Display for Server {
 pub fn parse_server(s: &str) -> Result<Server, String> {
     let s = s.trim();
     if s.starts_with("https://") {
-        return Err(format!(
-            "{s:?}: hcctl speaks plain HTTP; TLS is not supported yet"
-        ));
+        return Err(format!("{s:?}: hcctl speaks plain HTTP; TLS is not supported yet"));
     }
     let hostport = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
     if hostport.is_empty() || hostport.contains('/') || hostport.contains("://") {
         return Err(format!("{s:?} is not HOST:PORT"));
     }
-    let base = Url::parse(&format!("http://{hostport}/"))
-        .map_err(|e| format!("{s:?} is not HOST:PORT: {e}"))?;
+    let base = Url::parse(&format!("http://{hostport}/")).map_err(|e| format!("{s:?} is not HOST:PORT: {e}"))?;
     // `Url` hides an explicit default port, so look at the text for it.
     if base.port().is_none() && !hostport.ends_with(":80") {
-        return Err(format!(
-            "{s:?} has no port (HOST:PORT, e.g. 127.0.0.1:7380)"
-        ));
+        return Err(format!("{s:?} has no port (HOST:PORT, e.g. 127.0.0.1:7380)"));
     }
-    Ok(Server {
-        hostport: hostport.to_owned(),
-        base,
-    })
+    Ok(Server { hostport: hostport.to_owned(), base })
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,25 +203,15 @@ impl fmt::Display for UsageError {
 impl PoolCreateArgs {
     /// The PoolSpec the flags describe (not used with `-f`).
     pub fn to_spec(&self) -> Result<PoolSpec, UsageError> {
-        let name = self
-            .name
-            .clone()
-            .ok_or_else(|| UsageError("a pool name is required".into()))?;
-        let cidr = self
-            .cidr
-            .as_deref()
-            .ok_or_else(|| UsageError("--cidr is required".into()))?;
+        let name = self.name.clone().ok_or_else(|| UsageError("a pool name is required".into()))?;
+        let cidr = self.cidr.as_deref().ok_or_else(|| UsageError("--cidr is required".into()))?;
         Ok(PoolSpec {
             name,
-            cidr: via_serde(cidr)
-                .map_err(|e| UsageError(format!("invalid --cidr {cidr:?}: {e}")))?,
+            cidr: via_serde(cidr).map_err(|e| UsageError(format!("invalid --cidr {cidr:?}: {e}")))?,
             gateway: self.gateway,
             vlan: self.vlan,
             routes: self.routes.clone(),
-            dns: Dns {
-                nameservers: self.dns.clone(),
-                ..Dns::default()
-            },
+            dns: Dns { nameservers: self.dns.clone(), ..Dns::default() },
             exclude: self.exclude.clone(),
             selector: Selector {
                 namespaces: self.namespaces.clone(),
@@ -253,8 +227,7 @@ impl PoolCreateArgs {
 
 /// A PoolSpec from a JSON document; unknown fields are refused here, before anything is sent.
 pub fn parse_pool_spec(text: &str, origin: &str) -> Result<PoolSpec, UsageError> {
-    serde_json::from_str(text)
-        .map_err(|e| UsageError(format!("{origin} is not a valid PoolSpec: {e}")))
+    serde_json::from_str(text).map_err(|e| UsageError(format!("{origin} is not a valid PoolSpec: {e}")))
 }
 
 /// Parses `s` the way the API's JSON does. Used for the CIDR types hc-api takes from `ipnet`,
@@ -269,13 +242,9 @@ pub fn parse_route(s: &str) -> Result<Route, String> {
         Some((dst, gw)) => (dst.trim(), Some(gw.trim())),
         None => (s.trim(), None),
     };
-    let dst = via_serde(dst)
-        .map_err(|e| format!("destination {dst:?} is not a CIDR ({e}); expected DST[=GW]"))?;
+    let dst = via_serde(dst).map_err(|e| format!("destination {dst:?} is not a CIDR ({e}); expected DST[=GW]"))?;
     let gw = gw
-        .map(|gw| {
-            gw.parse::<IpAddr>()
-                .map_err(|_| format!("next hop {gw:?} is not an IP address; expected DST[=GW]"))
-        })
+        .map(|gw| gw.parse::<IpAddr>().map_err(|_| format!("next hop {gw:?} is not an IP address; expected DST[=GW]")))
         .transpose()?;
     Ok(Route { dst, gw })
 }
@@ -289,10 +258,7 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 /// Labels as a map; the same key twice is a mistake, not "last one wins".
-fn label_map(
-    flag: &str,
-    labels: &[(String, String)],
-) -> Result<BTreeMap<String, String>, UsageError> {
+fn label_map(flag: &str, labels: &[(String, String)]) -> Result<BTreeMap<String, String>, UsageError> {
     let mut map = BTreeMap::new();
     for (k, v) in labels {
         if map.insert(k.clone(), v.clone()).is_some() {
@@ -511,27 +477,10 @@ mod tests {
 
     #[test]
     fn malformed_routes_are_refused() {
-        assert!(
-            parse_route("10.0.0.0/8=nonsense")
-                .expect_err("must fail")
-                .contains("next hop")
-        );
-        assert!(
-            parse_route("10.0.0.0=10.1.0.1")
-                .expect_err("must fail")
-                .contains("not a CIDR")
-        );
+        assert!(parse_route("10.0.0.0/8=nonsense").expect_err("must fail").contains("next hop"));
+        assert!(parse_route("10.0.0.0=10.1.0.1").expect_err("must fail").contains("not a CIDR"));
         assert!(parse_route("").is_err());
-        let err = parse(&[
-            "pool",
-            "create",
-            "p",
-            "--cidr",
-            "10.0.0.0/24",
-            "--route",
-            "x",
-        ])
-        .expect_err("must fail");
+        let err = parse(&["pool", "create", "p", "--cidr", "10.0.0.0/24", "--route", "x"]).expect_err("must fail");
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
     }
 
@@ -597,60 +546,26 @@ mod tests {
 
     #[test]
     fn minimal_pool_has_empty_selector_and_no_cooldown() {
-        let spec = pool_create(&["p", "--cidr", "fd00:1::/64"])
-            .to_spec()
-            .expect("valid");
+        let spec = pool_create(&["p", "--cidr", "fd00:1::/64"]).to_spec().expect("valid");
         assert_eq!(spec.cidr.to_string(), "fd00:1::/64");
         assert!(spec.selector.is_empty());
-        assert_eq!(
-            (
-                spec.gateway,
-                spec.vlan,
-                spec.default,
-                spec.reuse_cooldown_secs
-            ),
-            (None, None, false, 0)
-        );
+        assert_eq!((spec.gateway, spec.vlan, spec.default, spec.reuse_cooldown_secs), (None, None, false, 0));
     }
 
     #[test]
     fn bad_cidr_and_duplicate_labels_are_usage_errors() {
-        let err = pool_create(&["p", "--cidr", "10.0.0.0/33"])
+        let err = pool_create(&["p", "--cidr", "10.0.0.0/33"]).to_spec().expect_err("must fail");
+        assert!(err.0.contains("--cidr"), "{err}");
+        let err = pool_create(&["p", "--cidr", "10.0.0.0/24", "--pod-label", "a=1", "--pod-label", "a=2"])
             .to_spec()
             .expect_err("must fail");
-        assert!(err.0.contains("--cidr"), "{err}");
-        let err = pool_create(&[
-            "p",
-            "--cidr",
-            "10.0.0.0/24",
-            "--pod-label",
-            "a=1",
-            "--pod-label",
-            "a=2",
-        ])
-        .to_spec()
-        .expect_err("must fail");
         assert!(err.0.contains("more than once"), "{err}");
     }
 
     #[test]
     fn pool_create_needs_cidr_or_file_but_not_both() {
-        assert_eq!(
-            parse(&["pool", "create", "p"])
-                .expect_err("must fail")
-                .kind(),
-            ErrorKind::MissingRequiredArgument
-        );
-        let err = parse(&[
-            "pool",
-            "create",
-            "p",
-            "--cidr",
-            "10.0.0.0/24",
-            "-f",
-            "x.json",
-        ])
-        .expect_err("must fail");
+        assert_eq!(parse(&["pool", "create", "p"]).expect_err("must fail").kind(), ErrorKind::MissingRequiredArgument);
+        let err = parse(&["pool", "create", "p", "--cidr", "10.0.0.0/24", "-f", "x.json"]).expect_err("must fail");
         assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
         let args = pool_create(&["-f", "x.json"]);
         assert_eq!(args.file, Some(PathBuf::from("x.json")));
@@ -658,14 +573,10 @@ mod tests {
 
     #[test]
     fn pool_spec_file_rejects_unknown_fields() {
-        let ok =
-            parse_pool_spec(r#"{"name": "p", "cidr": "10.0.0.0/24"}"#, "x.json").expect("valid");
+        let ok = parse_pool_spec(r#"{"name": "p", "cidr": "10.0.0.0/24"}"#, "x.json").expect("valid");
         assert_eq!(ok.name, "p");
-        let err = parse_pool_spec(
-            r#"{"name": "p", "cidr": "10.0.0.0/24", "vlna": 5}"#,
-            "x.json",
-        )
-        .expect_err("must fail");
+        let err =
+            parse_pool_spec(r#"{"name": "p", "cidr": "10.0.0.0/24", "vlna": 5}"#, "x.json").expect_err("must fail");
         assert!(err.0.contains("x.json") && err.0.contains("vlna"), "{err}");
     }
 
@@ -698,9 +609,7 @@ mod tests {
             "app=mysql",
         ])
         .expect("parses");
-        let Command::Allocation(AllocationCmd::Allocate(a)) = cli.command else {
-            panic!("wrong command")
-        };
+        let Command::Allocation(AllocationCmd::Allocate(a)) = cli.command else { panic!("wrong command") };
         let req = a.to_request().expect("valid");
         assert_eq!(
             serde_json::to_value(&req).expect("serializes"),
@@ -722,14 +631,9 @@ mod tests {
                 other => panic!("parsed as {other:?}"),
             })
         };
-        assert_eq!(
-            release(&["10.0.0.5"]).expect("parses"),
-            ReleaseBy::Address("10.0.0.5".parse().expect("ip"))
-        );
+        assert_eq!(release(&["10.0.0.5"]).expect("parses"), ReleaseBy::Address("10.0.0.5".parse().expect("ip")));
         let by_owner = release(&["--container-id", "c1"]).expect("parses");
-        let ReleaseBy::Target(target) = by_owner else {
-            panic!("wrong target")
-        };
+        let ReleaseBy::Target(target) = by_owner else { panic!("wrong target") };
         assert_eq!(
             serde_json::to_value(&target).expect("serializes"),
             serde_json::json!({"owner": {"container_id": "c1", "interface": "eth0"}})
@@ -740,49 +644,25 @@ mod tests {
             panic!("wrong target")
         };
         assert_eq!(id.interface, "net1");
+        assert_eq!(release(&[]).expect_err("must fail").kind(), ErrorKind::MissingRequiredArgument);
         assert_eq!(
-            release(&[]).expect_err("must fail").kind(),
-            ErrorKind::MissingRequiredArgument
-        );
-        assert_eq!(
-            release(&["10.0.0.5", "--container-id", "c1"])
-                .expect_err("must fail")
-                .kind(),
+            release(&["10.0.0.5", "--container-id", "c1"]).expect_err("must fail").kind(),
             ErrorKind::ArgumentConflict
         );
         assert_eq!(
-            release(&["--interface", "eth1", "10.0.0.5"])
-                .expect_err("must fail")
-                .kind(),
+            release(&["--interface", "eth1", "10.0.0.5"]).expect_err("must fail").kind(),
             ErrorKind::ArgumentConflict
         );
-        assert_eq!(
-            release(&["not-an-ip"]).expect_err("must fail").kind(),
-            ErrorKind::ValueValidation
-        );
+        assert_eq!(release(&["not-an-ip"]).expect_err("must fail").kind(), ErrorKind::ValueValidation);
     }
 
     #[test]
     fn server_list_and_its_forms() {
-        let cli = parse(&[
-            "--server",
-            "10.0.0.1:7380,[fd00::1]:7380, http://h:1/",
-            "lease",
-            "list",
-        ])
-        .expect("parses");
+        let cli = parse(&["--server", "10.0.0.1:7380,[fd00::1]:7380, http://h:1/", "lease", "list"]).expect("parses");
         let servers: Vec<String> = cli.server.iter().map(ToString::to_string).collect();
         assert_eq!(servers, ["10.0.0.1:7380", "[fd00::1]:7380", "h:1"]);
-        assert!(
-            parse_server("https://h:1")
-                .expect_err("must fail")
-                .contains("TLS")
-        );
-        assert!(
-            parse_server("h")
-                .expect_err("must fail")
-                .contains("no port")
-        );
+        assert!(parse_server("https://h:1").expect_err("must fail").contains("TLS"));
+        assert!(parse_server("h").expect_err("must fail").contains("no port"));
         assert!(parse_server("h:1/v1").is_err());
         assert!(parse_server("").is_err());
     }
@@ -790,13 +670,7 @@ mod tests {
     #[test]
     fn reservation_keys_travel_as_one_path_segment() {
         let s = parse_server("127.0.0.1:1").expect("valid");
-        assert_eq!(
-            s.url(&["v1", "reservations", "db/mysql/0"]).path(),
-            "/v1/reservations/db%2Fmysql%2F0"
-        );
-        assert_eq!(
-            s.url(&["v1", "allocations", "fd00::5"]).as_str(),
-            "http://127.0.0.1:1/v1/allocations/fd00::5"
-        );
+        assert_eq!(s.url(&["v1", "reservations", "db/mysql/0"]).path(), "/v1/reservations/db%2Fmysql%2F0");
+        assert_eq!(s.url(&["v1", "allocations", "fd00::5"]).as_str(), "http://127.0.0.1:1/v1/allocations/fd00::5");
     }
 }

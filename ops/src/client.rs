@@ -13,8 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hc_api::types::{
-    AllocateRequest, Allocated, Allocation, Lease, PoolSpec, PoolStatus, ReleaseTarget, Released,
-    Reservation, VlanSpec,
+    AllocateRequest, Allocated, Allocation, Lease, PoolSpec, PoolStatus, ReleaseTarget, Released, Reservation, VlanSpec,
 };
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
@@ -69,26 +68,15 @@ impl Refusal {
             leader: Option<String>,
         }
         match serde_json::from_slice::<ApiErrorBody>(body) {
-            Ok(e) => Refusal {
-                kind: e.kind,
-                message: e.message,
-                leader: e.leader,
-            },
+            Ok(e) => Refusal { kind: e.kind, message: e.message, leader: e.leader },
             Err(_) => {
                 let text = String::from_utf8_lossy(body).trim().to_owned();
                 let message = if text.is_empty() {
-                    status
-                        .canonical_reason()
-                        .unwrap_or("no reason given")
-                        .to_owned()
+                    status.canonical_reason().unwrap_or("no reason given").to_owned()
                 } else {
                     text
                 };
-                Refusal {
-                    kind: format!("http_{}", status.as_u16()),
-                    message,
-                    leader: None,
-                }
+                Refusal { kind: format!("http_{}", status.as_u16()), message, leader: None }
             }
         }
     }
@@ -119,10 +107,7 @@ impl fmt::Display for ClientError {
                 Ok(())
             }
             ClientError::Interrupted { server, reason } => {
-                write!(
-                    f,
-                    "no answer from {server} ({reason}); the change may or may not have been applied"
-                )
+                write!(f, "no answer from {server} ({reason}); the change may or may not have been applied")
             }
             ClientError::BadResponse { server, reason } => {
                 write!(f, "unexpected answer from {server}: {reason}")
@@ -158,8 +143,7 @@ impl Call {
     }
 
     fn with_body<T: Serialize>(mut self, body: &T) -> Result<Call, ClientError> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| ClientError::Setup(format!("cannot encode request: {e}")))?;
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Setup(format!("cannot encode request: {e}")))?;
         self.body = Some(bytes);
         Ok(self)
     }
@@ -211,14 +195,12 @@ impl Client {
     }
 
     pub async fn create_pool(&self, spec: &PoolSpec) -> Result<PoolStatus, ClientError> {
-        self.json(Call::new(Method::POST, &["v1", "pools"]).with_body(spec)?)
-            .await
+        self.json(Call::new(Method::POST, &["v1", "pools"]).with_body(spec)?).await
     }
 
     /// Replaces the spec of the pool `spec` names.
     pub async fn update_pool(&self, spec: &PoolSpec) -> Result<PoolStatus, ClientError> {
-        self.json(Call::new(Method::PUT, &["v1", "pools", &spec.name]).with_body(spec)?)
-            .await
+        self.json(Call::new(Method::PUT, &["v1", "pools", &spec.name]).with_body(spec)?).await
     }
 
     pub async fn delete_pool(&self, name: &str, force: bool) -> Result<(), ClientError> {
@@ -236,14 +218,11 @@ impl Client {
     }
 
     pub async fn put_vlan(&self, vlan: &VlanSpec) -> Result<VlanSpec, ClientError> {
-        self.json(Call::new(Method::POST, &["v1", "vlans"]).with_body(vlan)?)
-            .await
+        self.json(Call::new(Method::POST, &["v1", "vlans"]).with_body(vlan)?).await
     }
 
     pub async fn delete_vlan(&self, id: u16) -> Result<(), ClientError> {
-        self.execute(Call::new(Method::DELETE, &["v1", "vlans", &id.to_string()]))
-            .await
-            .map(drop)
+        self.execute(Call::new(Method::DELETE, &["v1", "vlans", &id.to_string()])).await.map(drop)
     }
 
     // ---- reservations ----
@@ -257,14 +236,11 @@ impl Client {
     }
 
     pub async fn put_reservation(&self, r: &Reservation) -> Result<Reservation, ClientError> {
-        self.json(Call::new(Method::POST, &["v1", "reservations"]).with_body(r)?)
-            .await
+        self.json(Call::new(Method::POST, &["v1", "reservations"]).with_body(r)?).await
     }
 
     pub async fn delete_reservation(&self, key: &str) -> Result<(), ClientError> {
-        self.execute(Call::new(Method::DELETE, &["v1", "reservations", key]))
-            .await
-            .map(drop)
+        self.execute(Call::new(Method::DELETE, &["v1", "reservations", key])).await.map(drop)
     }
 
     // ---- allocations, leases, nodes ----
@@ -286,26 +262,19 @@ impl Client {
     }
 
     pub async fn get_allocation(&self, address: IpAddr) -> Result<Allocation, ClientError> {
-        self.json(Call::get(&["v1", "allocations", &address.to_string()]))
-            .await
+        self.json(Call::get(&["v1", "allocations", &address.to_string()])).await
     }
 
     pub async fn allocate(&self, req: &AllocateRequest) -> Result<Allocated, ClientError> {
-        self.json(Call::new(Method::POST, &["v1", "allocations"]).with_body(req)?)
-            .await
+        self.json(Call::new(Method::POST, &["v1", "allocations"]).with_body(req)?).await
     }
 
     pub async fn release_address(&self, address: IpAddr) -> Result<Released, ClientError> {
-        self.json(Call::new(
-            Method::DELETE,
-            &["v1", "allocations", &address.to_string()],
-        ))
-        .await
+        self.json(Call::new(Method::DELETE, &["v1", "allocations", &address.to_string()])).await
     }
 
     pub async fn release(&self, target: &ReleaseTarget) -> Result<Released, ClientError> {
-        self.json(Call::new(Method::POST, &["v1", "allocations", "release"]).with_body(target)?)
-            .await
+        self.json(Call::new(Method::POST, &["v1", "allocations", "release"]).with_body(target)?).await
     }
 
     pub async fn list_leases(&self) -> Result<Vec<Lease>, ClientError> {
@@ -313,8 +282,7 @@ impl Client {
     }
 
     pub async fn node_gone(&self, node: &str) -> Result<Released, ClientError> {
-        self.json(Call::new(Method::POST, &["v1", "nodes", node, "gone"]))
-            .await
+        self.json(Call::new(Method::POST, &["v1", "nodes", node, "gone"])).await
     }
 
     // ---- cluster ----
@@ -323,40 +291,18 @@ impl Client {
         self.json(Call::get(&["v1", "cluster"])).await
     }
 
-    pub async fn add_learner(
-        &self,
-        id: u64,
-        grpc_addr: &str,
-        rest_addr: &str,
-    ) -> Result<ClusterStatus, ClientError> {
+    pub async fn add_learner(&self, id: u64, grpc_addr: &str, rest_addr: &str) -> Result<ClusterStatus, ClientError> {
         let body = json!({"id": id, "grpc_addr": grpc_addr, "rest_addr": rest_addr});
-        self.json(
-            Call::new(Method::POST, &["v1", "cluster", "learners"])
-                .with_body(&body)?
-                .membership(),
-        )
-        .await
+        self.json(Call::new(Method::POST, &["v1", "cluster", "learners"]).with_body(&body)?.membership()).await
     }
 
     pub async fn promote_voter(&self, id: u64) -> Result<ClusterStatus, ClientError> {
         let body = json!({"id": id});
-        self.json(
-            Call::new(Method::POST, &["v1", "cluster", "voters"])
-                .with_body(&body)?
-                .membership(),
-        )
-        .await
+        self.json(Call::new(Method::POST, &["v1", "cluster", "voters"]).with_body(&body)?.membership()).await
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<ClusterStatus, ClientError> {
-        self.json(
-            Call::new(
-                Method::DELETE,
-                &["v1", "cluster", "members", &id.to_string()],
-            )
-            .membership(),
-        )
-        .await
+        self.json(Call::new(Method::DELETE, &["v1", "cluster", "members", &id.to_string()]).membership()).await
     }
 
     // ---- transport ----
@@ -365,10 +311,7 @@ impl Client {
         let answer = self.execute(call).await?;
         serde_json::from_slice(&answer.body).map_err(|e| ClientError::BadResponse {
             server: answer.server,
-            reason: format!(
-                "cannot decode the reply ({e}): {}",
-                String::from_utf8_lossy(&answer.body)
-            ),
+            reason: format!("cannot decode the reply ({e}): {}", String::from_utf8_lossy(&answer.body)),
         })
     }
 
@@ -380,14 +323,9 @@ impl Client {
                 Attempt::Answered(answer) => return self.check(&call, answer).await,
                 Attempt::NotSent(reason) => tried.push((server.to_string(), reason)),
                 // A read can be asked again anywhere.
-                Attempt::Lost(reason) if call.method == Method::GET => {
-                    tried.push((server.to_string(), reason))
-                }
+                Attempt::Lost(reason) if call.method == Method::GET => tried.push((server.to_string(), reason)),
                 Attempt::Lost(reason) => {
-                    return Err(ClientError::Interrupted {
-                        server: server.to_string(),
-                        reason,
-                    });
+                    return Err(ClientError::Interrupted { server: server.to_string(), reason });
                 }
             }
         }
@@ -406,19 +344,11 @@ impl Client {
             Some(leader) if call.follow_leader && refusal.kind == "not_leader" => {
                 match self.attempt(&leader, call).await {
                     Attempt::Answered(a) if a.status.is_success() => Ok(a),
-                    Attempt::Answered(a) => {
-                        Err(ClientError::Refused(Refusal::decode(a.status, &a.body)))
-                    }
+                    Attempt::Answered(a) => Err(ClientError::Refused(Refusal::decode(a.status, &a.body))),
                     Attempt::NotSent(reason) => Err(ClientError::Unreachable {
-                        tried: vec![(
-                            format!("{leader} (the leader, named by {})", answer.server),
-                            reason,
-                        )],
+                        tried: vec![(format!("{leader} (the leader, named by {})", answer.server), reason)],
                     }),
-                    Attempt::Lost(reason) => Err(ClientError::Interrupted {
-                        server: leader.to_string(),
-                        reason,
-                    }),
+                    Attempt::Lost(reason) => Err(ClientError::Interrupted { server: leader.to_string(), reason }),
                 }
             }
             _ => Err(ClientError::Refused(refusal)),
@@ -432,9 +362,7 @@ impl Client {
             req = req.query(&call.query);
         }
         if let Some(body) = &call.body {
-            req = req
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
+            req = req.header(CONTENT_TYPE, "application/json").body(body.clone());
         }
         let resp = match req.send().await {
             Ok(resp) => resp,
@@ -443,11 +371,7 @@ impl Client {
         };
         let status = resp.status();
         match resp.bytes().await {
-            Ok(body) => Attempt::Answered(Answer {
-                server: server.to_string(),
-                status,
-                body: body.to_vec(),
-            }),
+            Ok(body) => Attempt::Answered(Answer { server: server.to_string(), status, body: body.to_vec() }),
             Err(e) => Attempt::Lost(root_cause(&e)),
         }
     }
@@ -487,8 +411,7 @@ mod tests {
     /// Serves `replies` (status, JSON body) to successive connections, then returns what it saw.
     async fn fake_server(replies: Vec<(u16, String)>) -> (Server, JoinHandle<Vec<Seen>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let server =
-            parse_server(&listener.local_addr().expect("addr").to_string()).expect("server");
+        let server = parse_server(&listener.local_addr().expect("addr").to_string()).expect("server");
         let task = tokio::spawn(async move {
             let mut seen = Vec::new();
             for (status, body) in replies {
@@ -506,11 +429,7 @@ mod tests {
                 let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
                 let length: usize = head
                     .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_owned())
-                    })
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
                     .map(|v| v.parse().expect("length"))
                     .unwrap_or(0);
                 while buf.len() < header_end + length {
@@ -518,17 +437,9 @@ mod tests {
                     let n = conn.read(&mut chunk).await.expect("read");
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                let line = head
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .rsplit_once(' ')
-                    .map(|(l, _)| l.to_owned())
-                    .unwrap_or_default();
-                seen.push(Seen {
-                    line,
-                    body: String::from_utf8_lossy(&buf[header_end..]).to_string(),
-                });
+                let line =
+                    head.lines().next().unwrap_or("").rsplit_once(' ').map(|(l, _)| l.to_owned()).unwrap_or_default();
+                seen.push(Seen { line, body: String::from_utf8_lossy(&buf[header_end..]).to_string() });
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -562,10 +473,7 @@ mod tests {
     async fn fails_over_past_a_closed_port() {
         let dead = closed_port().await;
         let (live, seen) = fake_server(vec![(200, "[]".into())]).await;
-        let pools = client(vec![dead, live])
-            .list_pools()
-            .await
-            .expect("second server answers");
+        let pools = client(vec![dead, live]).list_pools().await.expect("second server answers");
         assert!(pools.is_empty());
         assert_eq!(seen.await.expect("server")[0].line, "GET /v1/pools");
     }
@@ -573,102 +481,58 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn unreachable_names_every_server_tried() {
         let (a, b) = (closed_port().await, closed_port().await);
-        let err = client(vec![a.clone(), b.clone()])
-            .list_pools()
-            .await
-            .expect_err("must fail");
+        let err = client(vec![a.clone(), b.clone()]).list_pools().await.expect_err("must fail");
         assert_eq!(err.kind(), "unreachable");
         let text = err.to_string();
-        assert!(
-            text.contains(&a.to_string()) && text.contains(&b.to_string()),
-            "{text}"
-        );
+        assert!(text.contains(&a.to_string()) && text.contains(&b.to_string()), "{text}");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn membership_change_follows_not_leader_once() {
         let (leader, leader_seen) = fake_server(vec![(200, STATUS.into())]).await;
-        let redirect = json!({"kind": "not_leader", "message": "not the leader", "leader_id": 2, "leader": leader.to_string()});
+        let redirect =
+            json!({"kind": "not_leader", "message": "not the leader", "leader_id": 2, "leader": leader.to_string()});
         let (follower, follower_seen) = fake_server(vec![(421, redirect.to_string())]).await;
-        let status = client(vec![follower])
-            .promote_voter(3)
-            .await
-            .expect("leader answers");
+        let status = client(vec![follower]).promote_voter(3).await.expect("leader answers");
         assert_eq!(status.leader_id, Some(2));
-        assert_eq!(
-            follower_seen.await.expect("server")[0].line,
-            "POST /v1/cluster/voters"
-        );
+        assert_eq!(follower_seen.await.expect("server")[0].line, "POST /v1/cluster/voters");
         let at_leader = leader_seen.await.expect("server");
         assert_eq!(at_leader[0].line, "POST /v1/cluster/voters");
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&at_leader[0].body).expect("json"),
-            json!({"id": 3})
-        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&at_leader[0].body).expect("json"), json!({"id": 3}));
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_second_not_leader_is_reported_not_chased() {
         let (b, _) = fake_server(vec![]).await;
-        let to_b =
-            json!({"kind": "not_leader", "message": "ask b", "leader": b.to_string()}).to_string();
+        let to_b = json!({"kind": "not_leader", "message": "ask b", "leader": b.to_string()}).to_string();
         let (c, c_seen) = fake_server(vec![(421, to_b.clone())]).await;
-        let to_c =
-            json!({"kind": "not_leader", "message": "ask c", "leader": c.to_string()}).to_string();
+        let to_c = json!({"kind": "not_leader", "message": "ask c", "leader": c.to_string()}).to_string();
         let (a, _) = fake_server(vec![(421, to_c)]).await;
-        let err = client(vec![a])
-            .remove_member(3)
-            .await
-            .expect_err("must fail");
-        assert_eq!(
-            (err.kind(), err.to_string().as_str()),
-            ("not_leader", "ask b")
-        );
-        assert_eq!(
-            c_seen.await.expect("server")[0].line,
-            "DELETE /v1/cluster/members/3"
-        );
+        let err = client(vec![a]).remove_member(3).await.expect_err("must fail");
+        assert_eq!((err.kind(), err.to_string().as_str()), ("not_leader", "ask b"));
+        assert_eq!(c_seen.await.expect("server")[0].line, "DELETE /v1/cluster/members/3");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn data_writes_do_not_follow_not_leader() {
         // The server forwards data writes itself; its `leader` there is a gRPC address.
-        let redirect = json!({"kind": "not_leader", "message": "no leader", "leader_id": null, "leader": "127.0.0.1:1"});
+        let redirect =
+            json!({"kind": "not_leader", "message": "no leader", "leader_id": null, "leader": "127.0.0.1:1"});
         let (a, _) = fake_server(vec![(421, redirect.to_string())]).await;
-        let err = client(vec![a])
-            .node_gone("n1")
-            .await
-            .expect_err("must fail");
+        let err = client(vec![a]).node_gone("n1").await.expect_err("must fail");
         assert_eq!(err.kind(), "not_leader");
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn refusals_keep_the_api_kind_and_message() {
-        let body =
-            json!({"kind": "pool_not_found", "message": "pool x does not exist", "pool": "x"});
-        let (a, _) = fake_server(vec![
-            (404, body.to_string()),
-            (422, "Failed to deserialize the JSON body".into()),
-        ])
-        .await;
+        let body = json!({"kind": "pool_not_found", "message": "pool x does not exist", "pool": "x"});
+        let (a, _) =
+            fake_server(vec![(404, body.to_string()), (422, "Failed to deserialize the JSON body".into())]).await;
         let c = client(vec![a]);
         let err = c.get_pool("x").await.expect_err("must fail");
-        assert_eq!(
-            (err.kind(), err.to_string().as_str()),
-            ("pool_not_found", "pool x does not exist")
-        );
-        let err = c
-            .put_vlan(&VlanSpec {
-                id: 5,
-                name: String::new(),
-                nodes: vec![],
-            })
-            .await
-            .expect_err("must fail");
-        assert_eq!(
-            (err.kind(), err.to_string().as_str()),
-            ("http_422", "Failed to deserialize the JSON body")
-        );
+        assert_eq!((err.kind(), err.to_string().as_str()), ("pool_not_found", "pool x does not exist"));
+        let err = c.put_vlan(&VlanSpec { id: 5, name: String::new(), nodes: vec![] }).await.expect_err("must fail");
+        assert_eq!((err.kind(), err.to_string().as_str()), ("http_422", "Failed to deserialize the JSON body"));
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -684,16 +548,10 @@ mod tests {
         .await;
         let c = client(vec![a]);
         c.delete_reservation("db/mysql/0").await.expect("deleted");
-        c.list_allocations(Some("blue"), None, Some("db"))
-            .await
-            .expect("listed");
-        c.release_address("fd00::5".parse().expect("ip"))
-            .await
-            .expect("released");
-        let target = ReleaseTarget::Owner(hc_api::types::AttachmentId {
-            container_id: "c1".into(),
-            interface: "eth0".into(),
-        });
+        c.list_allocations(Some("blue"), None, Some("db")).await.expect("listed");
+        c.release_address("fd00::5".parse().expect("ip")).await.expect("released");
+        let target =
+            ReleaseTarget::Owner(hc_api::types::AttachmentId { container_id: "c1".into(), interface: "eth0".into() });
         c.release(&target).await.expect("released");
         c.delete_pool("blue", true).await.expect("deleted");
         let seen = seen.await.expect("server");

@@ -8,8 +8,8 @@ use hc_api::types::{PoolSpec, Reservation, VlanSpec};
 use serde::Serialize;
 
 use crate::cli::{
-    AllocationCmd, ClusterCmd, Command, LeaseCmd, NodeCmd, PoolCmd, ReleaseBy, ReservationCmd,
-    UsageError, VlanCmd, parse_pool_spec,
+    AllocationCmd, ClusterCmd, Command, LeaseCmd, NodeCmd, PoolCmd, ReleaseBy, ReservationCmd, UsageError, VlanCmd,
+    parse_pool_spec,
 };
 use crate::client::Client;
 use crate::failure::Failure;
@@ -50,21 +50,13 @@ pub async fn run(client: &Client, format: Format, command: Command) -> Result<St
             }
         },
         Command::Reservation(cmd) => match cmd {
-            ReservationCmd::List => show(format, &client.list_reservations().await?, |l| {
-                output::reservations(l)
-            }),
+            ReservationCmd::List => show(format, &client.list_reservations().await?, |l| output::reservations(l)),
             ReservationCmd::Get { key } => {
-                show(format, &client.get_reservation(&key).await?, |r| {
-                    output::reservations(std::slice::from_ref(r))
-                })
+                show(format, &client.get_reservation(&key).await?, |r| output::reservations(std::slice::from_ref(r)))
             }
             ReservationCmd::Create { key, pool, address } => {
-                let r = client
-                    .put_reservation(&Reservation { key, pool, address })
-                    .await?;
-                show(format, &r, |r| {
-                    output::reservations(std::slice::from_ref(r))
-                })
+                let r = client.put_reservation(&Reservation { key, pool, address }).await?;
+                show(format, &r, |r| output::reservations(std::slice::from_ref(r)))
             }
             ReservationCmd::Delete { key } => {
                 client.delete_reservation(&key).await?;
@@ -72,26 +64,16 @@ pub async fn run(client: &Client, format: Format, command: Command) -> Result<St
             }
         },
         Command::Allocation(cmd) => match cmd {
-            AllocationCmd::List {
-                pool,
-                node,
-                namespace,
-            } => {
-                let list = client
-                    .list_allocations(pool.as_deref(), node.as_deref(), namespace.as_deref())
-                    .await?;
+            AllocationCmd::List { pool, node, namespace } => {
+                let list = client.list_allocations(pool.as_deref(), node.as_deref(), namespace.as_deref()).await?;
                 show(format, &list, |l| output::allocations(l, now))
             }
             AllocationCmd::Get { address } => {
-                show(format, &client.get_allocation(address).await?, |a| {
-                    output::allocation(a, now)
-                })
+                show(format, &client.get_allocation(address).await?, |a| output::allocation(a, now))
             }
             AllocationCmd::Allocate(args) => {
                 let request = args.to_request()?;
-                show(format, &client.allocate(&request).await?, |a| {
-                    output::allocated(a, now)
-                })
+                show(format, &client.allocate(&request).await?, |a| output::allocated(a, now))
             }
             AllocationCmd::Release(args) => {
                 let released = match args.to_release()? {
@@ -101,22 +83,16 @@ pub async fn run(client: &Client, format: Format, command: Command) -> Result<St
                 show(format, &released, |r| output::released(r, now))
             }
         },
-        Command::Lease(LeaseCmd::List) => show(format, &client.list_leases().await?, |l| {
-            output::leases(l, now)
-        }),
+        Command::Lease(LeaseCmd::List) => show(format, &client.list_leases().await?, |l| output::leases(l, now)),
         Command::Node(NodeCmd::Gone { node }) => {
-            show(format, &client.node_gone(&node).await?, |r| {
-                output::released(r, now)
-            })
+            show(format, &client.node_gone(&node).await?, |r| output::released(r, now))
         }
         Command::Cluster(cmd) => {
             let status = match cmd {
                 ClusterCmd::Status => client.cluster_status().await?,
-                ClusterCmd::AddLearner {
-                    id,
-                    grpc_addr,
-                    rest_addr,
-                } => client.add_learner(id, &grpc_addr, &rest_addr).await?,
+                ClusterCmd::AddLearner { id, grpc_addr, rest_addr } => {
+                    client.add_learner(id, &grpc_addr, &rest_addr).await?
+                }
                 ClusterCmd::Promote { id } => client.promote_voter(id).await?,
                 ClusterCmd::Remove { id } => client.remove_member(id).await?,
             };
@@ -126,11 +102,7 @@ pub async fn run(client: &Client, format: Format, command: Command) -> Result<St
 }
 
 /// The reply as JSON, or as `table` renders it.
-fn show<T: Serialize>(
-    format: Format,
-    value: &T,
-    table: impl FnOnce(&T) -> String,
-) -> Result<String, Failure> {
+fn show<T: Serialize>(format: Format, value: &T, table: impl FnOnce(&T) -> String) -> Result<String, Failure> {
     match format {
         Format::Json => Ok(output::json(value)?),
         Format::Table => Ok(table(value)),
@@ -154,16 +126,13 @@ fn read_pool_spec(path: &Path) -> Result<PoolSpec, Failure> {
             .map_err(|e| UsageError(format!("cannot read standard input: {e}")))?;
         (text, "standard input".to_owned())
     } else {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?;
         (text, path.display().to_string())
     };
     Ok(parse_pool_spec(&text, &origin)?)
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

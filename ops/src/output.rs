@@ -4,8 +4,7 @@
 use std::fmt::Display;
 
 use hc_api::types::{
-    Allocated, Allocation, AllocationState, Lease, LeaseState, PoolStatus, Released, Reservation,
-    Selector, VlanSpec,
+    Allocated, Allocation, AllocationState, Lease, LeaseState, PoolStatus, Released, Reservation, Selector, VlanSpec,
 };
 use serde::Serialize;
 
@@ -31,10 +30,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&'static str]) -> Table {
-        Table {
-            header: header.to_vec(),
-            rows: Vec::new(),
-        }
+        Table { header: header.to_vec(), rows: Vec::new() }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -46,14 +42,7 @@ impl Table {
         let lines: Vec<&Vec<String>> = std::iter::once(&header).chain(&self.rows).collect();
         let columns = lines.iter().map(|l| l.len()).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
-            .map(|c| {
-                lines
-                    .iter()
-                    .filter_map(|l| l.get(c))
-                    .map(|cell| cell.chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|c| lines.iter().filter_map(|l| l.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
         for line in lines {
@@ -75,16 +64,8 @@ impl Table {
 
 /// `Label:  value` lines with the values aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
-    let width = pairs
-        .iter()
-        .map(|(label, _)| label.chars().count())
-        .max()
-        .unwrap_or(0)
-        + 1;
-    pairs
-        .iter()
-        .map(|(label, value)| format!("{:<width$}  {value}\n", format!("{label}:")))
-        .collect()
+    let width = pairs.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0) + 1;
+    pairs.iter().map(|(label, value)| format!("{:<width$}  {value}\n", format!("{label}:"))).collect()
 }
 
 /// An optional value, or `-`.
@@ -93,11 +74,7 @@ fn or_dash<T: Display>(v: Option<T>) -> String {
 }
 
 fn non_empty(s: &str) -> String {
-    if s.is_empty() {
-        "-".to_owned()
-    } else {
-        s.to_owned()
-    }
+    if s.is_empty() { "-".to_owned() } else { s.to_owned() }
 }
 
 fn yes_no(b: bool) -> String {
@@ -116,11 +93,7 @@ pub fn age(now_ms: u64, then_ms: u64) -> String {
 }
 
 fn duration_ms(ms: u64) -> String {
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// Container ids are long hashes; a table shows the first 12 characters, as container tools do.
@@ -129,19 +102,13 @@ fn short_id(id: &str) -> String {
 }
 
 fn join<T: Display>(items: &[T], sep: &str) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(sep)
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(sep)
 }
 
 // ---- pools ----
 
 pub fn pools(list: &[PoolStatus]) -> String {
-    let mut t = Table::new(&[
-        "NAME", "CIDR", "VLAN", "GATEWAY", "SIZE", "USED", "FREE", "DEFAULT",
-    ]);
+    let mut t = Table::new(&["NAME", "CIDR", "VLAN", "GATEWAY", "SIZE", "USED", "FREE", "DEFAULT"]);
     for p in list {
         t.row(vec![
             p.spec.name.clone(),
@@ -162,10 +129,7 @@ fn selector(s: &Selector) -> String {
         return "- (reached only by name, reservation or as the default)".to_owned();
     }
     let labels = |m: &std::collections::BTreeMap<String, String>| {
-        m.iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
     };
     let mut parts = Vec::new();
     if !s.namespaces.is_empty() {
@@ -188,13 +152,7 @@ pub fn pool(p: &PoolStatus) -> String {
     let routes: Vec<String> = s
         .routes
         .iter()
-        .map(|r| {
-            format!(
-                "{} via {}",
-                r.dst,
-                r.gw.map_or_else(|| "gateway".to_owned(), |g| g.to_string())
-            )
-        })
+        .map(|r| format!("{} via {}", r.dst, r.gw.map_or_else(|| "gateway".to_owned(), |g| g.to_string())))
         .collect();
     let mut dns = join(&s.dns.nameservers, ", ");
     if let Some(domain) = &s.dns.domain {
@@ -232,11 +190,7 @@ pub fn pool(p: &PoolStatus) -> String {
 pub fn vlans(list: &[VlanSpec]) -> String {
     let mut t = Table::new(&["ID", "NAME", "NODES"]);
     for v in list {
-        let nodes = if v.nodes.is_empty() {
-            "(all)".to_owned()
-        } else {
-            v.nodes.join(",")
-        };
+        let nodes = if v.nodes.is_empty() { "(all)".to_owned() } else { v.nodes.join(",") };
         t.row(vec![v.id.to_string(), non_empty(&v.name), nodes]);
     }
     t.render()
@@ -261,17 +215,7 @@ fn allocation_state(s: AllocationState) -> String {
 }
 
 pub fn allocations(list: &[Allocation], now_ms: u64) -> String {
-    let mut t = Table::new(&[
-        "ADDRESS",
-        "POOL",
-        "NODE",
-        "NAMESPACE",
-        "POD",
-        "CONTAINER",
-        "IFACE",
-        "STATE",
-        "AGE",
-    ]);
+    let mut t = Table::new(&["ADDRESS", "POOL", "NODE", "NAMESPACE", "POD", "CONTAINER", "IFACE", "STATE", "AGE"]);
     for a in list {
         t.row(vec![
             a.address.to_string(),
@@ -297,35 +241,19 @@ pub fn allocation(a: &Allocation, now_ms: u64) -> String {
         ("Address", a.address.to_string()),
         ("Pool", a.pool.clone()),
         ("State", allocation_state(a.state)),
-        (
-            "Container",
-            format!("{} ({})", a.owner.container_id, a.owner.interface),
-        ),
+        ("Container", format!("{} ({})", a.owner.container_id, a.owner.interface)),
         ("Pod", pod),
         ("Node", a.owner.node.clone()),
         ("Reservation", or_dash(a.reservation.as_ref())),
-        (
-            "Allocated",
-            format!(
-                "{} ago, log index {}",
-                age(now_ms, a.allocated_at_ms),
-                a.log_index
-            ),
-        ),
+        ("Allocated", format!("{} ago, log index {}", age(now_ms, a.allocated_at_ms), a.log_index)),
     ])
 }
 
 pub fn allocated(a: &Allocated, now_ms: u64) -> String {
     let what = if a.created {
-        format!(
-            "allocated {} from pool {}",
-            a.allocation.address, a.pool.name
-        )
+        format!("allocated {} from pool {}", a.allocation.address, a.pool.name)
     } else {
-        format!(
-            "this attachment already held {} (pool {})",
-            a.allocation.address, a.pool.name
-        )
+        format!("this attachment already held {} (pool {})", a.allocation.address, a.pool.name)
     };
     format!("{what}\n{}", allocation(&a.allocation, now_ms))
 }
@@ -334,10 +262,7 @@ pub fn released(r: &Released, now_ms: u64) -> String {
     match r.released.len() {
         0 => "nothing to release\n".to_owned(),
         1 => format!("released 1 address\n{}", allocations(&r.released, now_ms)),
-        n => format!(
-            "released {n} addresses\n{}",
-            allocations(&r.released, now_ms)
-        ),
+        n => format!("released {n} addresses\n{}", allocations(&r.released, now_ms)),
     }
 }
 
@@ -393,12 +318,7 @@ pub fn cluster(s: &ClusterStatus) -> String {
         } else {
             "learner"
         };
-        t.row(vec![
-            id.to_string(),
-            role.to_owned(),
-            m.raft_addr.clone(),
-            m.rest_addr.clone(),
-        ]);
+        t.row(vec![id.to_string(), role.to_owned(), m.raft_addr.clone(), m.rest_addr.clone()]);
     }
     out.push('\n');
     out.push_str(&t.render());
@@ -471,12 +391,8 @@ mod tests {
              Addresses:  size 245, used 3, reserved idle 1, cooling 2, free 239\n"
         );
         // `-o json` re-serializes what it decoded: the same document.
-        let again: serde_json::Value =
-            serde_json::from_str(&json(&p).expect("serializes")).expect("json");
-        assert_eq!(
-            again,
-            serde_json::from_str::<serde_json::Value>(text).expect("json")
-        );
+        let again: serde_json::Value = serde_json::from_str(&json(&p).expect("serializes")).expect("json");
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(text).expect("json"));
     }
 
     fn allocation_json(address: &str, state: &str) -> Allocation {
@@ -490,10 +406,7 @@ mod tests {
 
     #[test]
     fn allocation_table_and_detail() {
-        let list = [
-            allocation_json("10.1.0.5", "active"),
-            allocation_json("10.1.0.12", "quarantined"),
-        ];
+        let list = [allocation_json("10.1.0.5", "active"), allocation_json("10.1.0.12", "quarantined")];
         assert_eq!(
             allocations(&list, 1_000_000 + 420_000),
             "ADDRESS    POOL  NODE  NAMESPACE  POD      CONTAINER     IFACE  STATE        AGE\n\
@@ -515,37 +428,18 @@ mod tests {
 
     #[test]
     fn release_summaries() {
-        assert_eq!(
-            released(&Released { released: vec![] }, 0),
-            "nothing to release\n"
-        );
-        let one = released(
-            &Released {
-                released: vec![allocation_json("10.1.0.5", "active")],
-            },
-            1_000_000,
-        );
+        assert_eq!(released(&Released { released: vec![] }, 0), "nothing to release\n");
+        let one = released(&Released { released: vec![allocation_json("10.1.0.5", "active")] }, 1_000_000);
         assert!(one.starts_with("released 1 address\nADDRESS"), "{one}");
     }
 
     #[test]
     fn vlan_with_no_nodes_is_on_every_node() {
         let list = [
-            VlanSpec {
-                id: 100,
-                name: "db".into(),
-                nodes: vec![],
-            },
-            VlanSpec {
-                id: 200,
-                name: String::new(),
-                nodes: vec!["n1".into(), "n2".into()],
-            },
+            VlanSpec { id: 100, name: "db".into(), nodes: vec![] },
+            VlanSpec { id: 200, name: String::new(), nodes: vec!["n1".into(), "n2".into()] },
         ];
-        assert_eq!(
-            vlans(&list),
-            "ID   NAME  NODES\n100  db    (all)\n200  -     n1,n2\n"
-        );
+        assert_eq!(vlans(&list), "ID   NAME  NODES\n100  db    (all)\n200  -     n1,n2\n");
     }
 
     #[test]

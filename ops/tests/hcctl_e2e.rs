@@ -13,12 +13,7 @@ use common::Cluster;
 use serde_json::Value;
 
 fn hcctl(server: &str, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_hcctl"))
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .output()
-        .unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_hcctl")).arg("--server").arg(server).args(args).output().unwrap()
 }
 
 fn ok(server: &str, args: &[&str]) -> String {
@@ -45,12 +40,41 @@ async fn hcctl_manages_pools_reservations_allocations_and_membership_through_any
     let follower = cluster.replicas[(leader + 1) % 3].rest.clone();
     let f = follower.as_str();
 
-    ok(f, &["pool", "create", "web", "--cidr", "10.90.0.0/24", "--gateway", "10.90.0.1", "--vlan", "120", "--route", "10.0.0.0/8"]);
+    ok(
+        f,
+        &[
+            "pool",
+            "create",
+            "web",
+            "--cidr",
+            "10.90.0.0/24",
+            "--gateway",
+            "10.90.0.1",
+            "--vlan",
+            "120",
+            "--route",
+            "10.0.0.0/8",
+        ],
+    );
     let table = ok(f, &["pool", "list"]);
     assert!(table.contains("web") && table.contains("10.90.0.0/24") && table.contains("120"), "{table}");
     ok(f, &["vlan", "create", "120", "--name", "web"]);
     ok(f, &["reservation", "create", "prod/db/0", "--pool", "web", "--address", "10.90.0.50"]);
-    let a = json(f, &["allocation", "allocate", "--container-id", "c1", "--node", "n1", "--namespace", "prod", "--reservation-key", "prod/db/0"]);
+    let a = json(
+        f,
+        &[
+            "allocation",
+            "allocate",
+            "--container-id",
+            "c1",
+            "--node",
+            "n1",
+            "--namespace",
+            "prod",
+            "--reservation-key",
+            "prod/db/0",
+        ],
+    );
     assert_eq!(a["allocation"]["address"], "10.90.0.50", "{a}");
     let b = json(f, &["allocation", "allocate", "--container-id", "c2", "--node", "n1", "--pool", "web"]);
     assert_ne!(b["allocation"]["address"], "10.90.0.50");

@@ -16,11 +16,7 @@ pub(crate) struct IntervalSet {
 impl IntervalSet {
     /// The run containing `x`, if any.
     pub(crate) fn run_containing(&self, x: u128) -> Option<(u128, u128)> {
-        self.runs
-            .range(..=x)
-            .next_back()
-            .filter(|&(_, &end)| end >= x)
-            .map(|(&s, &e)| (s, e))
+        self.runs.range(..=x).next_back().filter(|&(_, &end)| end >= x).map(|(&s, &e)| (s, e))
     }
 
     pub(crate) fn contains(&self, x: u128) -> bool {

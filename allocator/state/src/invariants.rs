@@ -23,9 +23,7 @@ impl State {
             Err(e) => return fail(e.to_string()),
         };
         if rebuilt != *self {
-            return fail(
-                "indexes differ from the ones rebuilt from the replicated data".to_owned(),
-            );
+            return fail("indexes differ from the ones rebuilt from the replicated data".to_owned());
         }
         for (key, r) in &self.reservations {
             if *key != r.key {
@@ -34,16 +32,9 @@ impl State {
         }
         for pool in self.pools.values() {
             let st = self.status_of(pool);
-            let sum = u128::from(st.used)
-                + u128::from(st.reserved_idle)
-                + u128::from(st.cooling)
-                + st.free;
+            let sum = u128::from(st.used) + u128::from(st.reserved_idle) + u128::from(st.cooling) + st.free;
             if sum != st.size {
-                return fail(format!(
-                    "pool {}: counts add up to {sum}, size is {}",
-                    pool.name(),
-                    st.size
-                ));
+                return fail(format!("pool {}: counts add up to {sum}, size is {}", pool.name(), st.size));
             }
             // What a search can find, counted from the index, is exactly `free`.
             let (lo, hi) = (to_u128(pool.first()), to_u128(pool.last()));
@@ -63,21 +54,11 @@ impl State {
             }
         }
         for lease in self.leases.values() {
-            if self
-                .max_tokens
-                .get(&lease.node)
-                .is_none_or(|t| *t < lease.token)
-            {
-                return fail(format!(
-                    "lease of {} is above the node's maximum token",
-                    lease.node
-                ));
+            if self.max_tokens.get(&lease.node).is_none_or(|t| *t < lease.token) {
+                return fail(format!("lease of {} is above the node's maximum token", lease.node));
             }
             if lease.state == LeaseState::Active && lease.lease_id != lease.token {
-                return fail(format!(
-                    "lease of {} has id {} but token {}",
-                    lease.node, lease.lease_id, lease.token
-                ));
+                return fail(format!("lease of {} has id {} but token {}", lease.node, lease.lease_id, lease.token));
             }
         }
         Ok(())

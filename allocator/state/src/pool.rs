@@ -22,11 +22,7 @@ pub(crate) fn to_u128(a: IpAddr) -> u128 {
 
 /// The address of family `v4` with number `n` (`n` fits the family: callers stay inside a pool).
 pub(crate) fn from_u128(n: u128, v4: bool) -> IpAddr {
-    if v4 {
-        IpAddr::V4(Ipv4Addr::from((n & 0xffff_ffff) as u32))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(n))
-    }
+    if v4 { IpAddr::V4(Ipv4Addr::from((n & 0xffff_ffff) as u32)) } else { IpAddr::V6(Ipv6Addr::from(n)) }
 }
 
 /// The addresses of `spec` that are never handed out: network and broadcast (IPv4 up to /30),
@@ -70,9 +66,7 @@ pub(crate) fn bounds(net: &IpNet) -> (u128, u128) {
 pub(crate) fn usable_size(spec: &PoolSpec, fixed: &IntervalSet) -> u128 {
     let (lo, hi) = bounds(&spec.cidr);
     // `hi - lo + 1` overflows only for ::/0, which validation refuses; saturate regardless.
-    (hi - lo)
-        .saturating_add(1)
-        .saturating_sub(fixed.count_in(lo, hi))
+    (hi - lo).saturating_add(1).saturating_sub(fixed.count_in(lo, hi))
 }
 
 /// One pool: its spec, the replicated next-fit cursor and cooling entries, and the derived
@@ -148,11 +142,7 @@ impl Pool {
 
     /// Restores a replicated cursor; one outside the CIDR restarts at the beginning.
     pub(crate) fn set_cursor(&mut self, cursor: IpAddr) {
-        self.cursor = if self.contains(cursor) {
-            to_u128(cursor)
-        } else {
-            self.lo
-        };
+        self.cursor = if self.contains(cursor) { to_u128(cursor) } else { self.lo };
     }
 
     pub(crate) fn contains(&self, a: IpAddr) -> bool {
@@ -248,10 +238,7 @@ mod tests {
     fn gateway_and_exclusions_count_once_even_when_they_overlap() {
         let mut s = spec("10.0.0.0/24");
         s.gateway = Some("10.0.0.1".parse().unwrap());
-        s.exclude = vec![
-            "10.0.0.0-10.0.0.10".parse().unwrap(),
-            "10.0.0.5".parse().unwrap(),
-        ];
+        s.exclude = vec!["10.0.0.0-10.0.0.10".parse().unwrap(), "10.0.0.5".parse().unwrap()];
         // .0-.10 (11 addresses, includes network and gateway) and .255.
         assert_eq!(Pool::new(s).size(), 256 - 12);
     }
@@ -269,10 +256,7 @@ mod tests {
         p.advance_cursor(b);
         p.vacate(a);
         // Next-fit: .3 before the freed .1.
-        assert_eq!(
-            p.find_free().unwrap(),
-            "10.0.0.3".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(p.find_free().unwrap(), "10.0.0.3".parse::<IpAddr>().unwrap());
         for n in 3..=6 {
             let x: IpAddr = format!("10.0.0.{n}").parse().unwrap();
             p.occupy(x);
@@ -291,10 +275,7 @@ mod tests {
         let mut p = Pool::new(s);
         p.vacate("10.0.0.1".parse().unwrap());
         p.vacate("10.0.0.0".parse().unwrap());
-        assert_eq!(
-            p.find_free().unwrap(),
-            "10.0.0.2".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(p.find_free().unwrap(), "10.0.0.2".parse::<IpAddr>().unwrap());
         p.occupy("10.0.0.2".parse().unwrap());
         assert_eq!(p.find_free(), None);
     }

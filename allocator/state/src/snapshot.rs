@@ -59,11 +59,7 @@ struct CoolingRef<'a>(&'a BTreeMap<IpAddr, u64>);
 
 impl Serialize for CoolingRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.0
-                .iter()
-                .map(|(&address, &until_ms)| Cooling { address, until_ms }),
-        )
+        s.collect_seq(self.0.iter().map(|(&address, &until_ms)| Cooling { address, until_ms }))
     }
 }
 
@@ -137,11 +133,7 @@ impl State {
                 .map(|p| PoolRecord {
                     spec: p.spec.clone(),
                     cursor: p.cursor(),
-                    cooling: p
-                        .cooling
-                        .iter()
-                        .map(|(&address, &until_ms)| Cooling { address, until_ms })
-                        .collect(),
+                    cooling: p.cooling.iter().map(|(&address, &until_ms)| Cooling { address, until_ms }).collect(),
                 })
                 .collect(),
             vlans: self.vlans.values().cloned().collect(),
@@ -157,16 +149,9 @@ impl State {
     pub(crate) fn from_snapshot(s: Snapshot) -> Result<State, SnapshotError> {
         let err = |m: String| Err(SnapshotError(m));
         if s.version != SNAPSHOT_VERSION {
-            return err(format!(
-                "version {} (expected {SNAPSHOT_VERSION})",
-                s.version
-            ));
+            return err(format!("version {} (expected {SNAPSHOT_VERSION})", s.version));
         }
-        let mut st = State {
-            last_applied: s.last_applied,
-            now_ms: s.now_ms,
-            ..State::default()
-        };
+        let mut st = State { last_applied: s.last_applied, now_ms: s.now_ms, ..State::default() };
 
         for rec in s.pools {
             let name = rec.spec.name.clone();
@@ -174,18 +159,17 @@ impl State {
             if st.pools.contains_key(&name) {
                 return err(format!("pool {name} appears twice"));
             }
-            if let Some(other) = st.pools.values().find(|o| {
-                o.is_v4() == pool.is_v4() && (o.contains(pool.first()) || pool.contains(o.first()))
-            }) {
+            if let Some(other) = st
+                .pools
+                .values()
+                .find(|o| o.is_v4() == pool.is_v4() && (o.contains(pool.first()) || pool.contains(o.first())))
+            {
                 return err(format!("pools {name} and {} overlap", other.name()));
             }
             pool.set_cursor(rec.cursor);
             for c in rec.cooling {
                 if !pool.contains(c.address) || pool.is_fixed(c.address) {
-                    return err(format!(
-                        "cooling address {} is not usable in pool {name}",
-                        c.address
-                    ));
+                    return err(format!("cooling address {} is not usable in pool {name}", c.address));
                 }
                 pool.cooling.insert(c.address, c.until_ms);
                 pool.occupy(c.address);
@@ -203,18 +187,10 @@ impl State {
             match st.pools.get_mut(&r.pool) {
                 Some(p) if p.contains(r.address) && !p.is_fixed(r.address) => p.occupy(r.address),
                 _ => {
-                    return err(format!(
-                        "reservation {} is not usable in pool {}",
-                        r.key, r.pool
-                    ));
+                    return err(format!("reservation {} is not usable in pool {}", r.key, r.pool));
                 }
             }
-            if st
-                .idx
-                .reservation_by_address
-                .insert(r.address, r.key.clone())
-                .is_some()
-            {
+            if st.idx.reservation_by_address.insert(r.address, r.key.clone()).is_some() {
                 return err(format!("address {} is reserved twice", r.address));
             }
             if st.reservations.insert(r.key.clone(), r).is_some() {
@@ -225,10 +201,7 @@ impl State {
             match st.pools.get(&a.pool) {
                 Some(p) if p.contains(a.address) && !p.is_fixed(a.address) => {}
                 _ => {
-                    return err(format!(
-                        "allocation {} is not usable in pool {}",
-                        a.address, a.pool
-                    ));
+                    return err(format!("allocation {} is not usable in pool {}", a.address, a.pool));
                 }
             }
             if st.allocations.contains_key(&a.address) {
@@ -237,15 +210,8 @@ impl State {
             if st.idx.by_attachment.contains_key(&a.owner.attachment()) {
                 return err(format!("attachment of {} holds two addresses", a.address));
             }
-            if st
-                .pools
-                .get(&a.pool)
-                .is_some_and(|p| p.cooling.contains_key(&a.address))
-            {
-                return err(format!(
-                    "allocated address {} is also cooling down",
-                    a.address
-                ));
+            if st.pools.get(&a.pool).is_some_and(|p| p.cooling.contains_key(&a.address)) {
+                return err(format!("allocated address {} is also cooling down", a.address));
             }
             st.insert_allocation(a);
         }
@@ -255,15 +221,8 @@ impl State {
             }
         }
         st.max_tokens = s.max_tokens;
-        if let Some(l) = st
-            .leases
-            .values()
-            .find(|l| st.max_tokens.get(&l.node).is_none_or(|t| *t < l.token))
-        {
-            return err(format!(
-                "lease of {} has a token above the node's maximum",
-                l.node
-            ));
+        if let Some(l) = st.leases.values().find(|l| st.max_tokens.get(&l.node).is_none_or(|t| *t < l.token)) {
+            return err(format!("lease of {} has a token above the node's maximum", l.node));
         }
         Ok(st)
     }
@@ -283,31 +242,20 @@ mod tests {
     /// allocated), cooling addresses, active and expired leases, a forgotten node's token.
     fn busy() -> Harness {
         let mut h = Harness::new();
-        h.ok(Command::PutVlan(VlanSpec {
-            id: 100,
-            name: "db".into(),
-            nodes: vec!["n1".into()],
-        }));
+        h.ok(Command::PutVlan(VlanSpec { id: 100, name: "db".into(), nodes: vec!["n1".into()] }));
         h.create(PoolSpec {
             vlan: Some(100),
             reuse_cooldown_secs: 60,
             gateway: Some(ip("10.0.0.1")),
             ..pool("v4", "10.0.0.0/24")
         });
-        h.create(PoolSpec {
-            default: true,
-            ..pool("v6", "fd00::/64")
-        });
+        h.create(PoolSpec { default: true, ..pool("v6", "fd00::/64") });
         h.ok(Command::PutReservation(Reservation {
             key: "db/mysql/0".into(),
             pool: "v4".into(),
             address: ip("10.0.0.50"),
         }));
-        h.ok(Command::PutReservation(Reservation {
-            key: "idle".into(),
-            pool: "v6".into(),
-            address: ip("fd00::99"),
-        }));
+        h.ok(Command::PutReservation(Reservation { key: "idle".into(), pool: "v6".into(), address: ip("fd00::99") }));
         let f1 = h.grant("n1");
         let f2 = h.grant("n2");
         for i in 0..5 {
@@ -319,10 +267,7 @@ mod tests {
         h.alloc(Some(f1.clone()), r);
         h.release(Some(f1), ReleaseTarget::Address(ip("10.0.0.3")));
         let lease = h.lease("n2");
-        h.ok(Command::ExpireLease {
-            node: "n2".into(),
-            lease_id: lease.lease_id,
-        });
+        h.ok(Command::ExpireLease { node: "n2".into(), lease_id: lease.lease_id });
         h.grant("n3");
         h.ok(Command::NodeGone { node: "n3".into() });
         h
@@ -337,8 +282,7 @@ mod tests {
         let json = serde_json::to_string(&h.state).unwrap();
         let back: State = serde_json::from_str(&json).unwrap();
         assert_eq!(back, h.state);
-        let empty: State =
-            rmp_serde::from_slice(&rmp_serde::to_vec_named(&State::default()).unwrap()).unwrap();
+        let empty: State = rmp_serde::from_slice(&rmp_serde::to_vec_named(&State::default()).unwrap()).unwrap();
         assert_eq!(empty, State::default());
     }
 
@@ -346,29 +290,16 @@ mod tests {
     fn a_restored_replica_makes_the_same_decisions() {
         let mut h = busy();
         let bytes = rmp_serde::to_vec_named(&h.state).unwrap();
-        let mut other = Harness {
-            state: rmp_serde::from_slice(&bytes).unwrap(),
-            index: h.index,
-            now: h.now,
-        };
+        let mut other = Harness { state: rmp_serde::from_slice(&bytes).unwrap(), index: h.index, now: h.now };
         for step in 0..20u64 {
             let cmd = match step % 4 {
-                0 => Command::Allocate {
-                    fence: None,
-                    request: req_in(&format!("x{step}"), "n1", "v4"),
-                },
-                1 => Command::Allocate {
-                    fence: None,
-                    request: req_in(&format!("y{step}"), "n1", "v6"),
-                },
+                0 => Command::Allocate { fence: None, request: req_in(&format!("x{step}"), "n1", "v4") },
+                1 => Command::Allocate { fence: None, request: req_in(&format!("y{step}"), "n1", "v6") },
                 2 => Command::Release {
                     fence: None,
                     target: ReleaseTarget::Address(ip(&format!("10.0.0.{}", step + 2))),
                 },
-                _ => Command::GrantLease {
-                    node: "n1".into(),
-                    ttl_ms: 5,
-                },
+                _ => Command::GrantLease { node: "n1".into(), ttl_ms: 5 },
             };
             h.now += 7_000;
             other.now = h.now;
@@ -381,9 +312,7 @@ mod tests {
         let mut v = serde_json::to_value(&busy().state).unwrap();
         edit(&mut v);
         let json = v.to_string();
-        serde_json::from_str::<State>(&json)
-            .unwrap_err()
-            .to_string()
+        serde_json::from_str::<State>(&json).unwrap_err().to_string()
     }
 
     #[test]

@@ -75,10 +75,7 @@ impl State {
             Command::DeleteVlan { id } => self.delete_vlan(*id),
             Command::PutReservation(r) => self.put_reservation(r),
             Command::DeleteReservation { key } => self.delete_reservation(key),
-            Command::Allocate {
-                fence,
-                request: req,
-            } => self.allocate(ctx, request.time_ms, fence.as_ref(), req),
+            Command::Allocate { fence, request: req } => self.allocate(ctx, request.time_ms, fence.as_ref(), req),
             Command::Release { fence, target } => self.release(fence.as_ref(), target),
             Command::GrantLease { node, ttl_ms } => self.grant_lease(ctx, node, *ttl_ms),
             Command::ExpireLease { node, lease_id } => self.expire_lease(node, *lease_id),
@@ -101,8 +98,8 @@ impl State {
                 break;
             }
             self.idx.cooling_queue.remove(&(until, address));
-            let held = self.allocations.contains_key(&address)
-                || self.idx.reservation_by_address.contains_key(&address);
+            let held =
+                self.allocations.contains_key(&address) || self.idx.reservation_by_address.contains_key(&address);
             if let Some(pool) = self.pool_of_mut(address) {
                 pool.cooling.remove(&address);
                 if !held {
@@ -134,28 +131,16 @@ impl State {
             pool.occupy(address);
             pool.allocated += 1;
         }
-        self.idx
-            .by_attachment
-            .insert(allocation.owner.attachment(), address);
-        self.idx
-            .by_node
-            .entry(allocation.owner.node.clone())
-            .or_default()
-            .insert(address);
+        self.idx.by_attachment.insert(allocation.owner.attachment(), address);
+        self.idx.by_node.entry(allocation.owner.node.clone()).or_default().insert(address);
         self.allocations.insert(address, allocation);
     }
 
     /// Removes the allocation of `address` from every index. With `cooldown`, the address then
     /// waits out its pool's reuse cooldown; a reserved address stays held for its key either way.
-    pub(crate) fn remove_allocation(
-        &mut self,
-        address: IpAddr,
-        cooldown: bool,
-    ) -> Option<Allocation> {
+    pub(crate) fn remove_allocation(&mut self, address: IpAddr, cooldown: bool) -> Option<Allocation> {
         let allocation = self.allocations.remove(&address)?;
-        self.idx
-            .by_attachment
-            .remove(&allocation.owner.attachment());
+        self.idx.by_attachment.remove(&allocation.owner.attachment());
         if let Some(set) = self.idx.by_node.get_mut(&allocation.owner.node) {
             set.remove(&address);
             if set.is_empty() {
@@ -195,27 +180,15 @@ impl State {
     pub(crate) fn is_held(&self, address: IpAddr) -> bool {
         self.allocations.contains_key(&address)
             || self.idx.reservation_by_address.contains_key(&address)
-            || self
-                .pool_of(address)
-                .is_some_and(|p| p.cooling.contains_key(&address))
+            || self.pool_of(address).is_some_and(|p| p.cooling.contains_key(&address))
     }
 
     /// Exact counts of one pool.
     pub(crate) fn status_of(&self, pool: &Pool) -> PoolStatus {
-        let reserved: Vec<IpAddr> = self
-            .idx
-            .reservation_by_address
-            .range(pool.first()..=pool.last())
-            .map(|(a, _)| *a)
-            .collect();
-        let reserved_idle = reserved
-            .iter()
-            .filter(|a| !self.allocations.contains_key(a))
-            .count() as u64;
-        let reserved_cooling = reserved
-            .iter()
-            .filter(|a| pool.cooling.contains_key(a))
-            .count();
+        let reserved: Vec<IpAddr> =
+            self.idx.reservation_by_address.range(pool.first()..=pool.last()).map(|(a, _)| *a).collect();
+        let reserved_idle = reserved.iter().filter(|a| !self.allocations.contains_key(a)).count() as u64;
+        let reserved_cooling = reserved.iter().filter(|a| pool.cooling.contains_key(a)).count();
         let cooling = pool.cooling.len().saturating_sub(reserved_cooling) as u64;
         let used = pool.allocated;
         let free = pool
@@ -223,14 +196,7 @@ impl State {
             .saturating_sub(u128::from(used))
             .saturating_sub(u128::from(reserved_idle))
             .saturating_sub(u128::from(cooling));
-        PoolStatus {
-            spec: pool.spec.clone(),
-            size: pool.size(),
-            used,
-            reserved_idle,
-            cooling,
-            free,
-        }
+        PoolStatus { spec: pool.spec.clone(), size: pool.size(), used, reserved_idle, cooling, free }
     }
 
     // ---- reads (served from any replica's applied state) ----
@@ -269,12 +235,7 @@ impl State {
     }
     /// Allocations filtered by pool, node and pod namespace (each `None` matches all), sorted by
     /// address.
-    pub fn allocations(
-        &self,
-        pool: Option<&str>,
-        node: Option<&str>,
-        namespace: Option<&str>,
-    ) -> Vec<Allocation> {
+    pub fn allocations(&self, pool: Option<&str>, node: Option<&str>, namespace: Option<&str>) -> Vec<Allocation> {
         let keep = |a: &&Allocation| {
             pool.is_none_or(|p| a.pool == p)
                 && node.is_none_or(|n| a.owner.node == n)
@@ -284,24 +245,13 @@ impl State {
             let Some(addresses) = self.idx.by_node.get(node) else {
                 return Vec::new();
             };
-            return addresses
-                .iter()
-                .filter_map(|a| self.allocations.get(a))
-                .filter(keep)
-                .cloned()
-                .collect();
+            return addresses.iter().filter_map(|a| self.allocations.get(a)).filter(keep).cloned().collect();
         }
         if let Some(name) = pool {
             let Some(p) = self.pools.get(name) else {
                 return Vec::new();
             };
-            return self
-                .allocations
-                .range(p.first()..=p.last())
-                .map(|(_, a)| a)
-                .filter(keep)
-                .cloned()
-                .collect();
+            return self.allocations.range(p.first()..=p.last()).map(|(_, a)| a).filter(keep).cloned().collect();
         }
         self.allocations.values().filter(keep).cloned().collect()
     }
@@ -345,49 +295,24 @@ mod tests {
     fn allocations_filter_by_pool_node_and_namespace_sorted_by_address() {
         let mut h = Harness::new();
         h.create(pool("p", "10.0.0.0/24"));
-        h.create(PoolSpec {
-            ..pool("q", "fd00::/120")
-        });
+        h.create(PoolSpec { ..pool("q", "fd00::/120") });
         h.take("a", "n2", "q");
         h.take("b", "n1", "p");
         let mut r = req_in("c", "n1", "q");
         r.owner.namespace = "db".into();
         h.alloc(None, r);
         h.take("d", "n2", "p");
-        let ids = |v: Vec<hc_api::types::Allocation>| {
-            v.into_iter()
-                .map(|a| a.owner.container_id)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            ids(h.state.allocations(None, None, None)),
-            ["b", "d", "a", "c"]
-        );
+        let ids = |v: Vec<hc_api::types::Allocation>| v.into_iter().map(|a| a.owner.container_id).collect::<Vec<_>>();
+        assert_eq!(ids(h.state.allocations(None, None, None)), ["b", "d", "a", "c"]);
         assert_eq!(ids(h.state.allocations(Some("q"), None, None)), ["a", "c"]);
         assert_eq!(ids(h.state.allocations(None, Some("n1"), None)), ["b", "c"]);
         assert_eq!(ids(h.state.allocations(Some("p"), Some("n2"), None)), ["d"]);
         assert_eq!(ids(h.state.allocations(None, None, Some("db"))), ["c"]);
-        assert_eq!(
-            ids(h.state.allocations(Some("nope"), None, None)),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            ids(h.state.allocations(None, Some("n9"), None)),
-            Vec::<String>::new()
-        );
+        assert_eq!(ids(h.state.allocations(Some("nope"), None, None)), Vec::<String>::new());
+        assert_eq!(ids(h.state.allocations(None, Some("n9"), None)), Vec::<String>::new());
         assert_eq!(h.state.allocation_count(), 4);
-        assert_eq!(
-            h.state
-                .allocation_by_address(ip("10.0.0.1"))
-                .unwrap()
-                .owner
-                .container_id,
-            "b"
-        );
-        assert_eq!(
-            h.state.pools().iter().map(|p| p.used).collect::<Vec<_>>(),
-            [2, 2]
-        );
+        assert_eq!(h.state.allocation_by_address(ip("10.0.0.1")).unwrap().owner.container_id, "b");
+        assert_eq!(h.state.pools().iter().map(|p| p.used).collect::<Vec<_>>(), [2, 2]);
     }
 
     #[test]
@@ -395,8 +320,7 @@ mod tests {
         let mut h = Harness::new();
         h.create(pool("p", "10.0.0.0/24"));
         let before = h.state.clone();
-        h.state
-            .mark_applied(crate::state::ApplyContext { log_index: 77 });
+        h.state.mark_applied(crate::state::ApplyContext { log_index: 77 });
         assert_eq!(h.state.last_applied_index(), 77);
         h.state.last_applied = before.last_applied;
         assert_eq!(h.state, before);

@@ -5,9 +5,7 @@
 use std::net::IpAddr;
 
 use hc_api::IpamError;
-use hc_api::types::{
-    AllocateRequest, Allocated, Fence, Lease, Owner, PoolSpec, PoolStatus, ReleaseTarget, Released,
-};
+use hc_api::types::{AllocateRequest, Allocated, Fence, Lease, Owner, PoolSpec, PoolStatus, ReleaseTarget, Released};
 
 use crate::command::{Command, Output, Request, Response};
 use crate::state::{ApplyContext, State};
@@ -43,11 +41,7 @@ pub(crate) fn owner(container: &str, node: &str) -> Owner {
 
 /// A request for `container` on `node` from `pool`.
 pub(crate) fn req_in(container: &str, node: &str, pool: &str) -> AllocateRequest {
-    AllocateRequest {
-        owner: owner(container, node),
-        pool: Some(pool.into()),
-        ..Default::default()
-    }
+    AllocateRequest { owner: owner(container, node), pool: Some(pool.into()), ..Default::default() }
 }
 
 pub(crate) struct Harness {
@@ -59,59 +53,35 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) fn new() -> Harness {
-        Harness {
-            state: State::default(),
-            index: 0,
-            now: 1_000_000,
-        }
+        Harness { state: State::default(), index: 0, now: 1_000_000 }
     }
 
     /// Applies `command` as the next log entry, then checks the state's invariants.
     pub(crate) fn apply(&mut self, command: Command) -> Response {
         self.index += 1;
-        let r = self.state.apply(
-            ApplyContext {
-                log_index: self.index,
-            },
-            &Request {
-                time_ms: self.now,
-                command,
-            },
-        );
+        let r = self.state.apply(ApplyContext { log_index: self.index }, &Request { time_ms: self.now, command });
         self.state.check_invariants().unwrap();
         r
     }
 
     pub(crate) fn ok(&mut self, command: Command) -> Output {
         let c = format!("{command:?}");
-        self.apply(command)
-            .unwrap_or_else(|e| panic!("{c} refused: {e}"))
+        self.apply(command).unwrap_or_else(|e| panic!("{c} refused: {e}"))
     }
 
     /// Applies a command that must be refused, and checks that it changed nothing: the state
     /// after equals the state before, also serialized (only the applied index moves).
     pub(crate) fn refused(&mut self, command: Command) -> IpamError {
         // Let the clock reach `now` first, so that only the command itself could change things.
-        self.ok(Command::ExpireLease {
-            node: String::new(),
-            lease_id: 0,
-        });
+        self.ok(Command::ExpireLease { node: String::new(), lease_id: 0 });
         let before = self.state.clone();
         let c = format!("{command:?}");
-        let Err(e) = self.apply(command) else {
-            panic!("{c} was not refused")
-        };
+        let Err(e) = self.apply(command) else { panic!("{c} was not refused") };
         let mut after = self.state.clone();
         assert_eq!(after.last_applied, self.index);
         after.last_applied = before.last_applied;
-        assert_eq!(
-            after, before,
-            "{c} was refused with {e} but changed the state"
-        );
-        assert_eq!(
-            rmp_serde::to_vec_named(&after).unwrap(),
-            rmp_serde::to_vec_named(&before).unwrap()
-        );
+        assert_eq!(after, before, "{c} was refused with {e} but changed the state");
+        assert_eq!(rmp_serde::to_vec_named(&after).unwrap(), rmp_serde::to_vec_named(&before).unwrap());
         e
     }
 
@@ -120,16 +90,10 @@ impl Harness {
     }
 
     pub(crate) fn grant(&mut self, node: &str) -> Fence {
-        let Output::Lease(l) = self.ok(Command::GrantLease {
-            node: node.into(),
-            ttl_ms: 10_000,
-        }) else {
+        let Output::Lease(l) = self.ok(Command::GrantLease { node: node.into(), ttl_ms: 10_000 }) else {
             panic!("not a lease")
         };
-        Fence {
-            node: node.into(),
-            token: l.token,
-        }
+        Fence { node: node.into(), token: l.token }
     }
 
     pub(crate) fn lease(&self, node: &str) -> Lease {
@@ -149,9 +113,7 @@ impl Harness {
 
     /// Allocates for `container` on `node` from `pool`, unfenced; returns the address.
     pub(crate) fn take(&mut self, container: &str, node: &str, pool: &str) -> IpAddr {
-        self.alloc(None, req_in(container, node, pool))
-            .allocation
-            .address
+        self.alloc(None, req_in(container, node, pool)).allocation.address
     }
 
     pub(crate) fn release(&mut self, fence: Option<Fence>, target: ReleaseTarget) -> Released {

@@ -36,13 +36,7 @@ pub fn validate_pool_name(name: &str) -> Result<(), IpamError> {
 }
 
 pub fn validate_vlan_id(vlan: u16) -> Result<(), IpamError> {
-    if (1..=4094).contains(&vlan) {
-        Ok(())
-    } else {
-        Err(IpamError::InvalidVlan {
-            vlan: u32::from(vlan),
-        })
-    }
+    if (1..=4094).contains(&vlan) { Ok(()) } else { Err(IpamError::InvalidVlan { vlan: u32::from(vlan) }) }
 }
 
 /// A non-empty identifier of bounded length (reservation keys, node names, container ids).
@@ -51,16 +45,10 @@ pub fn validate_key(field: &str, value: &str) -> Result<(), IpamError> {
         return Err(IpamError::invalid(field, "must not be empty"));
     }
     if value.len() > MAX_KEY_LEN {
-        return Err(IpamError::invalid(
-            field,
-            format!("longer than {MAX_KEY_LEN} bytes"),
-        ));
+        return Err(IpamError::invalid(field, format!("longer than {MAX_KEY_LEN} bytes")));
     }
     if value.chars().any(char::is_control) {
-        return Err(IpamError::invalid(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(IpamError::invalid(field, "must not contain control characters"));
     }
     Ok(())
 }
@@ -78,20 +66,11 @@ fn validate_dns_name(field: &str, name: &str) -> Result<(), IpamError> {
         && trimmed.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if ok {
-        Ok(())
-    } else {
-        Err(IpamError::invalid(
-            field,
-            format!("{name:?} is not a DNS name"),
-        ))
-    }
+    if ok { Ok(()) } else { Err(IpamError::invalid(field, format!("{name:?} is not a DNS name"))) }
 }
 
 /// Everything about a pool spec that can be checked without the rest of the state.
@@ -99,33 +78,20 @@ pub fn validate_pool_spec(spec: &PoolSpec) -> Result<(), IpamError> {
     validate_pool_name(&spec.name)?;
     let cidr = &spec.cidr;
     if cidr.trunc() != *cidr {
-        return Err(IpamError::invalid(
-            "cidr",
-            format!("{cidr} has host bits set; the network is {}", cidr.trunc()),
-        ));
+        return Err(IpamError::invalid("cidr", format!("{cidr} has host bits set; the network is {}", cidr.trunc())));
     }
     if cidr.prefix_len() == 0 {
-        return Err(IpamError::invalid(
-            "cidr",
-            format!("{cidr} covers the whole address space"),
-        ));
+        return Err(IpamError::invalid("cidr", format!("{cidr} covers the whole address space")));
     }
     if let Some(gw) = spec.gateway {
         if !cidr.contains(&gw) {
-            return Err(IpamError::GatewayOutsidePool {
-                pool: spec.name.clone(),
-                gateway: gw,
-                cidr: cidr.to_string(),
-            });
+            return Err(IpamError::GatewayOutsidePool { pool: spec.name.clone(), gateway: gw, cidr: cidr.to_string() });
         }
         if let IpNet::V4(n) = cidr
             && n.prefix_len() <= 30
             && (IpAddr::V4(n.network()) == gw || IpAddr::V4(n.broadcast()) == gw)
         {
-            return Err(IpamError::invalid(
-                "gateway",
-                format!("{gw} is the network or broadcast address of {cidr}"),
-            ));
+            return Err(IpamError::invalid("gateway", format!("{gw} is the network or broadcast address of {cidr}")));
         }
     }
     if let Some(vlan) = spec.vlan {
@@ -134,39 +100,24 @@ pub fn validate_pool_spec(spec: &PoolSpec) -> Result<(), IpamError> {
     for (i, route) in spec.routes.iter().enumerate() {
         let field = format!("routes[{i}]");
         if route.dst.trunc() != route.dst {
-            return Err(IpamError::invalid(
-                field,
-                format!("destination {} has host bits set", route.dst),
-            ));
+            return Err(IpamError::invalid(field, format!("destination {} has host bits set", route.dst)));
         }
         if route.dst.addr().is_ipv4() != cidr.addr().is_ipv4() {
-            return Err(IpamError::invalid(
-                field,
-                "destination is of the other IP family",
-            ));
+            return Err(IpamError::invalid(field, "destination is of the other IP family"));
         }
         match route.gw {
             Some(gw) if !cidr.contains(&gw) => {
-                return Err(IpamError::invalid(
-                    field,
-                    format!("next hop {gw} is not on the pool's network {cidr}"),
-                ));
+                return Err(IpamError::invalid(field, format!("next hop {gw} is not on the pool's network {cidr}")));
             }
             None if spec.gateway.is_none() => {
-                return Err(IpamError::invalid(
-                    field,
-                    "no next hop and the pool has no gateway",
-                ));
+                return Err(IpamError::invalid(field, "no next hop and the pool has no gateway"));
             }
             _ => {}
         }
     }
     for (i, ns) in spec.dns.nameservers.iter().enumerate() {
         if ns.is_unspecified() || ns.is_multicast() {
-            return Err(IpamError::invalid(
-                format!("dns.nameservers[{i}]"),
-                format!("{ns} is not a unicast address"),
-            ));
+            return Err(IpamError::invalid(format!("dns.nameservers[{i}]"), format!("{ns} is not a unicast address")));
         }
     }
     if let Some(domain) = &spec.dns.domain {
@@ -177,41 +128,28 @@ pub fn validate_pool_spec(spec: &PoolSpec) -> Result<(), IpamError> {
     }
     for (i, o) in spec.dns.options.iter().enumerate() {
         if o.is_empty() || o.chars().any(char::is_whitespace) {
-            return Err(IpamError::invalid(
-                format!("dns.options[{i}]"),
-                format!("{o:?} is not a resolver option"),
-            ));
+            return Err(IpamError::invalid(format!("dns.options[{i}]"), format!("{o:?} is not a resolver option")));
         }
     }
     let (lo, hi) = bounds(cidr);
     for (i, r) in spec.exclude.iter().enumerate() {
         let inside = same_family(r.start, cidr) && to_u128(r.start) >= lo && to_u128(r.end) <= hi;
         if !inside {
-            return Err(IpamError::invalid(
-                format!("exclude[{i}]"),
-                format!("{r} is not inside {cidr}"),
-            ));
+            return Err(IpamError::invalid(format!("exclude[{i}]"), format!("{r} is not inside {cidr}")));
         }
     }
-    for (field, values) in [
-        ("selector.namespaces", &spec.selector.namespaces),
-        ("selector.nodes", &spec.selector.nodes),
-    ] {
+    for (field, values) in
+        [("selector.namespaces", &spec.selector.namespaces), ("selector.nodes", &spec.selector.nodes)]
+    {
         if values.iter().any(String::is_empty) {
             return Err(IpamError::invalid(field, "empty entry"));
         }
     }
     if spec.reuse_cooldown_secs > MAX_REUSE_COOLDOWN_SECS {
-        return Err(IpamError::invalid(
-            "reuse_cooldown_secs",
-            format!("at most {MAX_REUSE_COOLDOWN_SECS} seconds"),
-        ));
+        return Err(IpamError::invalid("reuse_cooldown_secs", format!("at most {MAX_REUSE_COOLDOWN_SECS} seconds")));
     }
     if usable_size(spec, &fixed_addresses(spec)) == 0 {
-        return Err(IpamError::invalid(
-            "cidr",
-            format!("{cidr} has no usable address left"),
-        ));
+        return Err(IpamError::invalid("cidr", format!("{cidr} has no usable address left")));
     }
     Ok(())
 }
@@ -219,10 +157,7 @@ pub fn validate_pool_spec(spec: &PoolSpec) -> Result<(), IpamError> {
 pub fn validate_vlan_spec(spec: &VlanSpec) -> Result<(), IpamError> {
     validate_vlan_id(spec.id)?;
     if spec.name.len() > 63 || spec.name.chars().any(char::is_control) {
-        return Err(IpamError::invalid(
-            "name",
-            "at most 63 printable characters",
-        ));
+        return Err(IpamError::invalid("name", "at most 63 printable characters"));
     }
     for node in &spec.nodes {
         validate_key("nodes", node)?;
@@ -241,17 +176,7 @@ mod tests {
         for good in ["a", "pool-1", "vlan.100", "0abc", &"a".repeat(63)] {
             assert!(validate_pool_name(good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "A",
-            "a_b",
-            "a b",
-            ".a",
-            "a.",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "-a", "a-", "A", "a_b", "a b", ".a", "a.", &"a".repeat(64)] {
             assert!(validate_pool_name(bad).is_err(), "{bad}");
         }
     }
@@ -259,10 +184,7 @@ mod tests {
     #[test]
     fn vlan_ids_are_1_to_4094() {
         assert_eq!(validate_vlan_id(0), Err(IpamError::InvalidVlan { vlan: 0 }));
-        assert_eq!(
-            validate_vlan_id(4095),
-            Err(IpamError::InvalidVlan { vlan: 4095 })
-        );
+        assert_eq!(validate_vlan_id(4095), Err(IpamError::InvalidVlan { vlan: 4095 }));
         assert!(validate_vlan_id(1).is_ok());
         assert!(validate_vlan_id(4094).is_ok());
     }

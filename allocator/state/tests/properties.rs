@@ -15,8 +15,7 @@ use std::net::IpAddr;
 use hc_allocator_state::{ApplyContext, Command, Output, Request, Response, State};
 use hc_api::IpamError;
 use hc_api::types::{
-    AllocateRequest, AllocationState, AttachmentId, Fence, LeaseState, Owner, PoolSpec,
-    ReleaseTarget, Reservation,
+    AllocateRequest, AllocationState, AttachmentId, Fence, LeaseState, Owner, PoolSpec, ReleaseTarget, Reservation,
 };
 use proptest::prelude::*;
 
@@ -61,20 +60,12 @@ fn pools() -> Vec<PoolSpec> {
 
 /// Address number `n` (0–15) of pool `p` (0 or 1).
 fn addr(p: usize, n: u8) -> IpAddr {
-    if p == 0 {
-        ip(&format!("10.0.0.{n}"))
-    } else {
-        ip(&format!("fd00::{n:x}"))
-    }
+    if p == 0 { ip(&format!("10.0.0.{n}")) } else { ip(&format!("fd00::{n:x}")) }
 }
 
 /// Addresses the pool never hands out.
 fn fixed(p: usize, n: u8) -> bool {
-    if p == 0 {
-        [0, 1, 14, 15].contains(&n)
-    } else {
-        n == 0
-    }
+    if p == 0 { [0, 1, 14, 15].contains(&n) } else { n == 0 }
 }
 
 fn node(i: usize) -> String {
@@ -82,10 +73,7 @@ fn node(i: usize) -> String {
 }
 
 fn attachment(c: usize) -> AttachmentId {
-    AttachmentId {
-        container_id: format!("c{c}"),
-        interface: "eth0".into(),
-    }
+    AttachmentId { container_id: format!("c{c}"), interface: "eth0".into() }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,13 +188,8 @@ struct Run {
 impl Run {
     fn apply(&mut self, command: Command) -> Response {
         self.index += 1;
-        let ctx = ApplyContext {
-            log_index: self.index,
-        };
-        let request = Request {
-            time_ms: self.leader_ms,
-            command,
-        };
+        let ctx = ApplyContext { log_index: self.index };
+        let request = Request { time_ms: self.leader_ms, command };
         let response = self.state.apply(ctx, &request);
         self.log.push((ctx, request, response.clone()));
         response
@@ -225,21 +208,13 @@ impl Run {
 
     /// Whether the model expects a fenced write with `fence` to pass the fencing check.
     fn admits(&self, fence: &Fence) -> bool {
-        self.model
-            .leases
-            .get(&fence.node)
-            .is_some_and(|&(t, active)| active && t == fence.token)
+        self.model.leases.get(&fence.node).is_some_and(|&(t, active)| active && t == fence.token)
     }
 
     /// Addresses of pool `p` a plain search may take now, as the model sees it.
     fn free_in(&self, p: usize) -> u128 {
         let now = self.state.time_ms();
-        let reserved: BTreeSet<IpAddr> = self
-            .state
-            .reservations()
-            .iter()
-            .map(|r| r.address)
-            .collect();
+        let reserved: BTreeSet<IpAddr> = self.state.reservations().iter().map(|r| r.address).collect();
         (0..16u8)
             .filter(|n| !fixed(p, *n))
             .map(|n| addr(p, n))
@@ -251,21 +226,12 @@ impl Run {
             .count() as u128
     }
 
-    fn record_released(
-        &mut self,
-        released: &[hc_api::types::Allocation],
-    ) -> Result<(), TestCaseError> {
+    fn record_released(&mut self, released: &[hc_api::types::Allocation]) -> Result<(), TestCaseError> {
         for a in released {
             let held = self.model.holders.remove(&a.address);
-            prop_assert_eq!(
-                held.map(|h| h.0),
-                Some(a.owner.attachment()),
-                "released an address nobody held"
-            );
+            prop_assert_eq!(held.map(|h| h.0), Some(a.owner.attachment()), "released an address nobody held");
             if a.pool == "p4" {
-                self.model
-                    .cooling
-                    .insert(a.address, self.state.time_ms() + COOLDOWN_SECS * 1000);
+                self.model.cooling.insert(a.address, self.state.time_ms() + COOLDOWN_SECS * 1000);
             }
         }
         Ok(())
@@ -275,32 +241,17 @@ impl Run {
         match op {
             Op::Tick(ms) => {
                 self.leader_ms += ms;
-                self.apply(Command::ExpireLease {
-                    node: "nobody".into(),
-                    lease_id: 0,
-                })
-                .unwrap();
+                self.apply(Command::ExpireLease { node: "nobody".into(), lease_id: 0 }).unwrap();
             }
             Op::ClockBack(ms) => {
                 self.leader_ms = self.leader_ms.saturating_sub(ms);
                 let before = self.state.time_ms();
-                self.apply(Command::ExpireLease {
-                    node: "nobody".into(),
-                    lease_id: 0,
-                })
-                .unwrap();
-                prop_assert_eq!(
-                    self.state.time_ms(),
-                    before,
-                    "the state's clock stepped back"
-                );
+                self.apply(Command::ExpireLease { node: "nobody".into(), lease_id: 0 }).unwrap();
+                prop_assert_eq!(self.state.time_ms(), before, "the state's clock stepped back");
             }
             Op::Grant(i) => {
                 let n = node(i);
-                let Ok(Output::Lease(l)) = self.apply(Command::GrantLease {
-                    node: n.clone(),
-                    ttl_ms: 1000,
-                }) else {
+                let Ok(Output::Lease(l)) = self.apply(Command::GrantLease { node: n.clone(), ttl_ms: 1000 }) else {
                     return Err(TestCaseError::fail("grant refused"));
                 };
                 let max = self.model.max_token.get(&n).copied().unwrap_or(0);
@@ -310,17 +261,8 @@ impl Run {
             }
             Op::Expire { node: i, current } => {
                 let n = node(i);
-                let id = self
-                    .state
-                    .lease(&n)
-                    .map_or(0, |l| if current { l.lease_id } else { l.lease_id - 1 });
-                prop_assert_eq!(
-                    self.apply(Command::ExpireLease {
-                        node: n.clone(),
-                        lease_id: id
-                    }),
-                    Ok(Output::Done)
-                );
+                let id = self.state.lease(&n).map_or(0, |l| if current { l.lease_id } else { l.lease_id - 1 });
+                prop_assert_eq!(self.apply(Command::ExpireLease { node: n.clone(), lease_id: id }), Ok(Output::Done));
                 if current && let Some(l) = self.model.leases.get_mut(&n) {
                     l.1 = false;
                 }
@@ -330,14 +272,7 @@ impl Run {
                     }
                 }
             }
-            Op::Allocate {
-                container,
-                node: i,
-                pool,
-                address,
-                keys,
-                fenced,
-            } => {
+            Op::Allocate { container, node: i, pool, address, keys, fenced } => {
                 let fence = fenced.map(|m| self.fence(i, m));
                 let request = AllocateRequest {
                     owner: Owner {
@@ -354,18 +289,12 @@ impl Run {
                 };
                 let plain_search = request.address.is_none() && request.reservation_keys.is_empty();
                 let free_before = pool.map(|p| self.free_in(p));
-                let r = self.apply(Command::Allocate {
-                    fence: fence.clone(),
-                    request: request.clone(),
-                });
+                let r = self.apply(Command::Allocate { fence: fence.clone(), request: request.clone() });
                 if let Some(f) = &fence
                     && !self.admits(f)
                 {
                     prop_assert!(
-                        matches!(
-                            r,
-                            Err(IpamError::StaleToken { .. } | IpamError::NoLease { .. })
-                        ),
+                        matches!(r, Err(IpamError::StaleToken { .. } | IpamError::NoLease { .. })),
                         "fenced write with a bad token got {:?}",
                         r
                     );
@@ -390,23 +319,12 @@ impl Run {
                             if a.allocation.reservation.is_none() {
                                 let now = self.state.time_ms();
                                 let until = self.model.cooling.get(&addr).copied().unwrap_or(0);
-                                prop_assert!(
-                                    now >= until,
-                                    "{} reused at {} before {}",
-                                    addr,
-                                    now,
-                                    until
-                                );
+                                prop_assert!(now >= until, "{} reused at {} before {}", addr, now, until);
                             }
                             self.model.cooling.remove(&addr);
-                            self.model
-                                .holders
-                                .insert(addr, (att, request.owner.node.clone()));
+                            self.model.holders.insert(addr, (att, request.owner.node.clone()));
                         } else {
-                            prop_assert_eq!(
-                                self.model.holders.get(&addr).map(|h| &h.0),
-                                Some(&att)
-                            );
+                            prop_assert_eq!(self.model.holders.get(&addr).map(|h| &h.0), Some(&att));
                         }
                     }
                     Err(IpamError::PoolExhausted { .. }) if plain_search => {
@@ -416,16 +334,8 @@ impl Run {
                     }
                     Err(_) => {
                         if let (Some(free), true) = (free_before, plain_search) {
-                            let held = self
-                                .model
-                                .holders
-                                .values()
-                                .any(|h| h.0 == request.owner.attachment());
-                            prop_assert!(
-                                free == 0 || held,
-                                "plain allocation refused with {} free",
-                                free
-                            );
+                            let held = self.model.holders.values().any(|h| h.0 == request.owner.attachment());
+                            prop_assert!(free == 0 || held, "plain allocation refused with {} free", free);
                         }
                     }
                     Ok(o) => return Err(TestCaseError::fail(format!("unexpected {o:?}"))),
@@ -438,23 +348,13 @@ impl Run {
             Op::ReleaseAddress { pool, n, fenced } => {
                 self.release(ReleaseTarget::Address(addr(pool, n)), fenced)?;
             }
-            Op::Reconcile {
-                node: i,
-                valid,
-                token,
-            } => {
+            Op::Reconcile { node: i, valid, token } => {
                 let fence = self.fence(i, token);
                 let valid: Vec<AttachmentId> = valid.into_iter().map(attachment).collect();
-                let r = self.apply(Command::Reconcile {
-                    fence: fence.clone(),
-                    valid: valid.clone(),
-                });
+                let r = self.apply(Command::Reconcile { fence: fence.clone(), valid: valid.clone() });
                 if !self.admits(&fence) {
                     prop_assert!(
-                        matches!(
-                            r,
-                            Err(IpamError::StaleToken { .. } | IpamError::NoLease { .. })
-                        ),
+                        matches!(r, Err(IpamError::StaleToken { .. } | IpamError::NoLease { .. })),
                         "bad token got {:?}",
                         r
                     );
@@ -466,18 +366,12 @@ impl Run {
                 let mut gone = Vec::new();
                 for a in released {
                     let held = self.model.holders.get(&a).cloned();
-                    prop_assert!(
-                        held.as_ref()
-                            .is_some_and(|h| h.1 == fence.node && !valid.contains(&h.0))
-                    );
+                    prop_assert!(held.as_ref().is_some_and(|h| h.1 == fence.node && !valid.contains(&h.0)));
                     gone.push(hc_api::types::Allocation {
                         address: a,
                         pool: if a.is_ipv4() { "p4" } else { "p6" }.into(),
                         owner: Owner {
-                            container_id: held
-                                .as_ref()
-                                .map(|h| h.0.container_id.clone())
-                                .unwrap_or_default(),
+                            container_id: held.as_ref().map(|h| h.0.container_id.clone()).unwrap_or_default(),
                             interface: "eth0".into(),
                             ..Default::default()
                         },
@@ -494,8 +388,7 @@ impl Run {
             }
             Op::NodeGone(i) => {
                 let n = node(i);
-                let Ok(Output::Released(r)) = self.apply(Command::NodeGone { node: n.clone() })
-                else {
+                let Ok(Output::Released(r)) = self.apply(Command::NodeGone { node: n.clone() }) else {
                     return Err(TestCaseError::fail("node gone refused"));
                 };
                 prop_assert!(r.released.iter().all(|a| a.owner.node == n));
@@ -504,17 +397,11 @@ impl Run {
                 prop_assert!(self.state.lease(&n).is_none());
             }
             Op::PutReservation { key, pool, n } => {
-                let r = Reservation {
-                    key: format!("k{key}"),
-                    pool: ["p4", "p6"][pool].into(),
-                    address: addr(pool, n),
-                };
+                let r = Reservation { key: format!("k{key}"), pool: ["p4", "p6"][pool].into(), address: addr(pool, n) };
                 let _ = self.apply(Command::PutReservation(r));
             }
             Op::DeleteReservation(key) => {
-                let _ = self.apply(Command::DeleteReservation {
-                    key: format!("k{key}"),
-                });
+                let _ = self.apply(Command::DeleteReservation { key: format!("k{key}") });
             }
             Op::Snapshot => {
                 let bytes = rmp_serde::to_vec_named(&self.state).unwrap();
@@ -529,24 +416,14 @@ impl Run {
         Ok(())
     }
 
-    fn release(
-        &mut self,
-        target: ReleaseTarget,
-        fenced: Option<(usize, TokenMode)>,
-    ) -> Result<(), TestCaseError> {
+    fn release(&mut self, target: ReleaseTarget, fenced: Option<(usize, TokenMode)>) -> Result<(), TestCaseError> {
         let fence = fenced.map(|(i, m)| self.fence(i, m));
-        let r = self.apply(Command::Release {
-            fence: fence.clone(),
-            target,
-        });
+        let r = self.apply(Command::Release { fence: fence.clone(), target });
         if let Some(f) = &fence
             && !self.admits(f)
         {
             prop_assert!(
-                matches!(
-                    r,
-                    Err(IpamError::StaleToken { .. } | IpamError::NoLease { .. })
-                ),
+                matches!(r, Err(IpamError::StaleToken { .. } | IpamError::NoLease { .. })),
                 "bad token got {:?}",
                 r
             );
@@ -567,21 +444,10 @@ impl Run {
 
     /// Everything the model knows must match the state.
     fn check(&self) -> Result<(), TestCaseError> {
-        self.state
-            .check_invariants()
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let held: BTreeMap<IpAddr, AttachmentId> = self
-            .state
-            .allocations(None, None, None)
-            .into_iter()
-            .map(|a| (a.address, a.owner.attachment()))
-            .collect();
-        let model: BTreeMap<IpAddr, AttachmentId> = self
-            .model
-            .holders
-            .iter()
-            .map(|(a, h)| (*a, h.0.clone()))
-            .collect();
+        self.state.check_invariants().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let held: BTreeMap<IpAddr, AttachmentId> =
+            self.state.allocations(None, None, None).into_iter().map(|a| (a.address, a.owner.attachment())).collect();
+        let model: BTreeMap<IpAddr, AttachmentId> = self.model.holders.iter().map(|(a, h)| (*a, h.0.clone())).collect();
         prop_assert_eq!(held, model);
         for (n, &(token, active)) in &self.model.leases {
             let l = self.state.lease(n).unwrap();
@@ -589,26 +455,13 @@ impl Run {
             prop_assert_eq!(l.state == LeaseState::Active, active);
         }
         let now = self.state.time_ms();
-        let reserved: BTreeSet<IpAddr> = self
-            .state
-            .reservations()
-            .iter()
-            .map(|r| r.address)
-            .collect();
+        let reserved: BTreeSet<IpAddr> = self.state.reservations().iter().map(|r| r.address).collect();
         for (p, spec) in pools().iter().enumerate() {
             let st = self.state.pool(&spec.name).unwrap();
-            let usable: Vec<IpAddr> = (0..16u8)
-                .filter(|n| !fixed(p, *n))
-                .map(|n| addr(p, n))
-                .collect();
-            let used = usable
-                .iter()
-                .filter(|a| self.model.holders.contains_key(a))
-                .count() as u64;
-            let reserved_idle = usable
-                .iter()
-                .filter(|a| reserved.contains(a) && !self.model.holders.contains_key(a))
-                .count() as u64;
+            let usable: Vec<IpAddr> = (0..16u8).filter(|n| !fixed(p, *n)).map(|n| addr(p, n)).collect();
+            let used = usable.iter().filter(|a| self.model.holders.contains_key(a)).count() as u64;
+            let reserved_idle =
+                usable.iter().filter(|a| reserved.contains(a) && !self.model.holders.contains_key(a)).count() as u64;
             let cooling = usable
                 .iter()
                 .filter(|a| {
@@ -625,10 +478,7 @@ impl Run {
                 spec.name
             );
             prop_assert_eq!(st.free, self.free_in(p));
-            prop_assert_eq!(
-                st.used as u128 + st.reserved_idle as u128 + st.cooling as u128 + st.free,
-                st.size
-            );
+            prop_assert_eq!(st.used as u128 + st.reserved_idle as u128 + st.cooling as u128 + st.free, st.size);
         }
         Ok(())
     }

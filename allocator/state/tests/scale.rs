@@ -36,15 +36,7 @@ struct Log {
 impl Log {
     fn apply(&mut self, command: Command) -> Output {
         self.index += 1;
-        let r = self.state.apply(
-            ApplyContext {
-                log_index: self.index,
-            },
-            &Request {
-                time_ms: self.index,
-                command,
-            },
-        );
+        let r = self.state.apply(ApplyContext { log_index: self.index }, &Request { time_ms: self.index, command });
         r.unwrap()
     }
 
@@ -64,12 +56,7 @@ impl Log {
                 pool: Some(pool.into()),
                 ..Default::default()
             };
-            let Output::Allocated(a) = self.apply(Command::Allocate {
-                fence: None,
-                request,
-            }) else {
-                panic!()
-            };
+            let Output::Allocated(a) = self.apply(Command::Allocate { fence: None, request }) else { panic!() };
             got.push(a.allocation.address);
         }
         let elapsed = start.elapsed();
@@ -94,18 +81,14 @@ fn entry_bytes(a: &Allocation) -> usize {
         + o.pod.capacity()
         + o.node.capacity();
     let by_address = size_of::<IpAddr>() + size_of::<Allocation>() + strings;
-    let by_attachment =
-        size_of::<AttachmentId>() + o.container_id.len() + o.interface.len() + size_of::<IpAddr>();
+    let by_attachment = size_of::<AttachmentId>() + o.container_id.len() + o.interface.len() + size_of::<IpAddr>();
     let by_node = size_of::<IpAddr>();
     by_address + by_attachment + by_node
 }
 
 #[test]
 fn a_hundred_thousand_allocations_in_a_slash_8_and_a_slash_64() {
-    let mut log = Log {
-        state: State::default(),
-        index: 0,
-    };
+    let mut log = Log { state: State::default(), index: 0 };
     log.apply(Command::CreatePool(pool("big4", "10.0.0.0/8")));
     log.apply(Command::CreatePool(pool("big6", "fd00:1::/64")));
 
@@ -118,25 +101,16 @@ fn a_hundred_thousand_allocations_in_a_slash_8_and_a_slash_64() {
     all.dedup();
     assert_eq!(all.len() as u64, 2 * N);
     let s4 = log.state.pool("big4").unwrap();
-    assert_eq!(
-        (s4.size, s4.used, s4.free),
-        ((1 << 24) - 2, N, (1 << 24) - 2 - u128::from(N))
-    );
+    assert_eq!((s4.size, s4.used, s4.free), ((1 << 24) - 2, N, (1 << 24) - 2 - u128::from(N)));
     let s6 = log.state.pool("big6").unwrap();
-    assert_eq!(
-        (s6.size, s6.used, s6.free),
-        ((1 << 64) - 1, N, (1 << 64) - 1 - u128::from(N))
-    );
+    assert_eq!((s6.size, s6.used, s6.free), ((1 << 64) - 1, N, (1 << 64) - 1 - u128::from(N)));
     assert!(log.state.pool_index_runs("big4").unwrap() <= 2);
     assert!(log.state.pool_index_runs("big6").unwrap() <= 2);
 
     // Fragment the IPv4 pool: release every other address. The index grows with the runs in
     // use (about N/2), still nothing like the pool's 16 million addresses.
     for a in v4.iter().step_by(2) {
-        log.apply(Command::Release {
-            fence: None,
-            target: ReleaseTarget::Address(*a),
-        });
+        log.apply(Command::Release { fence: None, target: ReleaseTarget::Address(*a) });
     }
     let runs = log.state.pool_index_runs("big4").unwrap();
     println!("big4 after releasing every other address: index runs: {runs}");
@@ -151,12 +125,7 @@ fn a_hundred_thousand_allocations_in_a_slash_8_and_a_slash_64() {
     let decode = start.elapsed();
     assert!(back == log.state);
     let count = log.state.allocation_count();
-    let entries: usize = log
-        .state
-        .allocations(None, None, None)
-        .iter()
-        .map(entry_bytes)
-        .sum();
+    let entries: usize = log.state.allocations(None, None, None).iter().map(entry_bytes).sum();
     println!(
         "snapshot: {} bytes for {count} allocations ≈ {} bytes/allocation (encode {encode:.2?}, decode+rebuild {decode:.2?})",
         bytes.len(),

@@ -3,9 +3,7 @@
 use std::net::IpAddr;
 
 use hc_api::IpamError;
-use hc_api::types::{
-    AllocateRequest, Allocated, Allocation, AllocationState, Fence, LeaseState, Selector,
-};
+use hc_api::types::{AllocateRequest, Allocated, Allocation, AllocationState, Fence, LeaseState, Selector};
 
 use super::holder;
 use crate::command::{Output, Response};
@@ -19,14 +17,8 @@ pub(crate) fn selector_matches(sel: &Selector, req: &AllocateRequest) -> bool {
     !sel.is_empty()
         && (sel.namespaces.is_empty() || sel.namespaces.contains(&req.owner.namespace))
         && (sel.nodes.is_empty() || sel.nodes.contains(&req.owner.node))
-        && sel
-            .node_labels
-            .iter()
-            .all(|(k, v)| req.node_labels.get(k) == Some(v))
-        && sel
-            .pod_labels
-            .iter()
-            .all(|(k, v)| req.pod_labels.get(k) == Some(v))
+        && sel.node_labels.iter().all(|(k, v)| req.node_labels.get(k) == Some(v))
+        && sel.pod_labels.iter().all(|(k, v)| req.pod_labels.get(k) == Some(v))
 }
 
 /// The outcome of choosing, before anything is changed.
@@ -86,11 +78,7 @@ impl State {
         }
         let spec = pool.spec.clone();
         self.insert_allocation(allocation.clone());
-        Ok(Output::Allocated(Box::new(Allocated {
-            allocation,
-            pool: spec,
-            created: true,
-        })))
+        Ok(Output::Allocated(Box::new(Allocated { allocation, pool: spec, created: true })))
     }
 
     /// A new allocation is active, unless its node's lease has expired (possible for an
@@ -107,62 +95,35 @@ impl State {
     /// current token) confirms the attachment and lifts a quarantine.
     fn repeat_allocation(&mut self, address: IpAddr, fence: Option<&Fence>) -> Response {
         let Some(existing) = self.allocations.get_mut(&address) else {
-            return Err(IpamError::AllocationNotFound {
-                what: address.to_string(),
-            });
+            return Err(IpamError::AllocationNotFound { what: address.to_string() });
         };
         let Some(pool) = self.pools.get(&existing.pool) else {
-            return Err(IpamError::PoolNotFound {
-                pool: existing.pool.clone(),
-            });
+            return Err(IpamError::PoolNotFound { pool: existing.pool.clone() });
         };
         if let Some(f) = fence {
             if existing.owner.node != f.node {
-                return Err(IpamError::AddressInUse {
-                    address,
-                    holder: holder(existing),
-                });
+                return Err(IpamError::AddressInUse { address, holder: holder(existing) });
             }
             existing.state = AllocationState::Active;
         }
         let allocation = existing.clone();
-        Ok(Output::Allocated(Box::new(Allocated {
-            allocation,
-            pool: pool.spec.clone(),
-            created: false,
-        })))
+        Ok(Output::Allocated(Box::new(Allocated { allocation, pool: pool.spec.clone(), created: false })))
     }
 
     /// Pool and address for a new allocation: a reservation of one of the request's keys, then
     /// the named pool, then the pool containing a named address, then selectors, then the
     /// default pool.
     fn choose(&self, req: &AllocateRequest) -> Result<Choice, IpamError> {
-        if let Some(r) = req
-            .reservation_keys
-            .iter()
-            .find_map(|k| self.reservations.get(k))
-        {
-            let conflict = |reason: String| IpamError::ReservationConflict {
-                key: r.key.clone(),
-                reason,
-            };
+        if let Some(r) = req.reservation_keys.iter().find_map(|k| self.reservations.get(k)) {
+            let conflict = |reason: String| IpamError::ReservationConflict { key: r.key.clone(), reason };
             if let Some(p) = req.pool.as_ref().filter(|p| **p != r.pool) {
-                return Err(conflict(format!(
-                    "the key is reserved in pool {} but the request names pool {p}",
-                    r.pool
-                )));
+                return Err(conflict(format!("the key is reserved in pool {} but the request names pool {p}", r.pool)));
             }
             if let Some(a) = req.address.filter(|a| *a != r.address) {
-                return Err(conflict(format!(
-                    "the key is reserved at {} but the request names {a}",
-                    r.address
-                )));
+                return Err(conflict(format!("the key is reserved at {} but the request names {a}", r.address)));
             }
             if let Some(a) = self.allocations.get(&r.address) {
-                return Err(IpamError::AddressInUse {
-                    address: r.address,
-                    holder: holder(a),
-                });
+                return Err(IpamError::AddressInUse { address: r.address, holder: holder(a) });
             }
             // A cooldown does not apply to the reservation's own key.
             return Ok(Choice {
@@ -174,10 +135,7 @@ impl State {
         }
 
         if let Some(name) = &req.pool {
-            let pool = self
-                .pools
-                .get(name)
-                .ok_or_else(|| IpamError::PoolNotFound { pool: name.clone() })?;
+            let pool = self.pools.get(name).ok_or_else(|| IpamError::PoolNotFound { pool: name.clone() })?;
             return self.choose_in(pool, req.address);
         }
         if let Some(address) = req.address {
@@ -186,18 +144,12 @@ impl State {
         }
 
         // Selector matches in name order; a full pool passes the pod on to the next one.
-        let matching: Vec<&Pool> = self
-            .pools
-            .values()
-            .filter(|p| selector_matches(&p.spec.selector, req))
-            .collect();
+        let matching: Vec<&Pool> = self.pools.values().filter(|p| selector_matches(&p.spec.selector, req)).collect();
         if let Some(first) = matching.first() {
             return matching
                 .iter()
                 .find_map(|p| self.choose_in(p, None).ok())
-                .ok_or_else(|| IpamError::PoolExhausted {
-                    pool: first.name().to_owned(),
-                });
+                .ok_or_else(|| IpamError::PoolExhausted { pool: first.name().to_owned() });
         }
 
         // The default pool: IPv4 if there is one, else IPv6.
@@ -214,50 +166,25 @@ impl State {
     fn choose_in(&self, pool: &Pool, address: Option<IpAddr>) -> Result<Choice, IpamError> {
         let name = pool.name().to_owned();
         let Some(address) = address else {
-            let address = pool
-                .find_free()
-                .ok_or(IpamError::PoolExhausted { pool: name.clone() })?;
-            return Ok(Choice {
-                pool: name,
-                address,
-                reservation: None,
-                searched: true,
-            });
+            let address = pool.find_free().ok_or(IpamError::PoolExhausted { pool: name.clone() })?;
+            return Ok(Choice { pool: name, address, reservation: None, searched: true });
         };
         if !pool.contains(address) {
-            return Err(IpamError::AddressOutsidePool {
-                address,
-                pool: name,
-                cidr: pool.spec.cidr.to_string(),
-            });
+            return Err(IpamError::AddressOutsidePool { address, pool: name, cidr: pool.spec.cidr.to_string() });
         }
         if pool.is_fixed(address) {
-            return Err(IpamError::AddressExcluded {
-                address,
-                pool: name,
-            });
+            return Err(IpamError::AddressExcluded { address, pool: name });
         }
         if let Some(a) = self.allocations.get(&address) {
-            return Err(IpamError::AddressInUse {
-                address,
-                holder: holder(a),
-            });
+            return Err(IpamError::AddressInUse { address, holder: holder(a) });
         }
         if let Some(key) = self.idx.reservation_by_address.get(&address) {
-            return Err(IpamError::AddressReserved {
-                address,
-                key: key.clone(),
-            });
+            return Err(IpamError::AddressReserved { address, key: key.clone() });
         }
         if let Some(&until_ms) = pool.cooling.get(&address) {
             return Err(IpamError::AddressCoolingDown { address, until_ms });
         }
-        Ok(Choice {
-            pool: name,
-            address,
-            reservation: None,
-            searched: false,
-        })
+        Ok(Choice { pool: name, address, reservation: None, searched: false })
     }
 }
 
@@ -274,17 +201,11 @@ mod tests {
     use crate::testing::{Harness, ip, owner, pool, req_in};
 
     fn bare(container: &str, node: &str) -> AllocateRequest {
-        AllocateRequest {
-            owner: owner(container, node),
-            ..Default::default()
-        }
+        AllocateRequest { owner: owner(container, node), ..Default::default() }
     }
 
     fn at(container: &str, pool: &str, address: &str) -> AllocateRequest {
-        AllocateRequest {
-            address: Some(ip(address)),
-            ..req_in(container, "n1", pool)
-        }
+        AllocateRequest { address: Some(ip(address)), ..req_in(container, "n1", pool) }
     }
 
     #[test]
@@ -316,10 +237,7 @@ mod tests {
         // Another interface of the same container is another attachment.
         let mut r = req_in("c1", "n1", "p");
         r.owner.interface = "net1".into();
-        assert_ne!(
-            h.alloc(None, r).allocation.address,
-            first.allocation.address
-        );
+        assert_ne!(h.alloc(None, r).allocation.address, first.allocation.address);
     }
 
     #[test]
@@ -335,10 +253,7 @@ mod tests {
             let mut r = req_in("c1", "n1", "p");
             f(&mut r);
             assert!(matches!(
-                h.refused(Command::Allocate {
-                    fence: None,
-                    request: r
-                }),
+                h.refused(Command::Allocate { fence: None, request: r }),
                 IpamError::InvalidArgument { .. }
             ));
         }
@@ -352,15 +267,10 @@ mod tests {
             exclude: vec!["10.0.0.3-10.0.0.4".parse().unwrap()],
             ..pool("p", "10.0.0.0/29")
         });
-        let got: Vec<_> = (0..3)
-            .map(|i| h.take(&format!("c{i}"), "n1", "p"))
-            .collect();
+        let got: Vec<_> = (0..3).map(|i| h.take(&format!("c{i}"), "n1", "p")).collect();
         assert_eq!(got, vec![ip("10.0.0.2"), ip("10.0.0.5"), ip("10.0.0.6")]);
         assert_eq!(
-            h.refused(Command::Allocate {
-                fence: None,
-                request: req_in("c9", "n1", "p")
-            }),
+            h.refused(Command::Allocate { fence: None, request: req_in("c9", "n1", "p") }),
             IpamError::PoolExhausted { pool: "p".into() }
         );
     }
@@ -371,14 +281,10 @@ mod tests {
         h.create(pool("p31", "10.0.0.0/31"));
         h.create(pool("p32", "10.0.1.7/32"));
         h.create(pool("v6", "fd00::/127"));
-        let p31: BTreeSet<_> = (0..2)
-            .map(|i| h.take(&format!("a{i}"), "n", "p31"))
-            .collect();
+        let p31: BTreeSet<_> = (0..2).map(|i| h.take(&format!("a{i}"), "n", "p31")).collect();
         assert_eq!(p31, [ip("10.0.0.0"), ip("10.0.0.1")].into());
         assert_eq!(h.take("b", "n", "p32"), ip("10.0.1.7"));
-        let v6: BTreeSet<_> = (0..2)
-            .map(|i| h.take(&format!("c{i}"), "n", "v6"))
-            .collect();
+        let v6: BTreeSet<_> = (0..2).map(|i| h.take(&format!("c{i}"), "n", "v6")).collect();
         assert_eq!(v6, [ip("fd00::"), ip("fd00::1")].into());
     }
 
@@ -386,15 +292,10 @@ mod tests {
     fn ipv6_search_skips_the_subnet_router_anycast_address() {
         let mut h = Harness::new();
         h.create(pool("v6", "fd00::/126"));
-        let got: Vec<_> = (0..3)
-            .map(|i| h.take(&format!("c{i}"), "n", "v6"))
-            .collect();
+        let got: Vec<_> = (0..3).map(|i| h.take(&format!("c{i}"), "n", "v6")).collect();
         assert_eq!(got, vec![ip("fd00::1"), ip("fd00::2"), ip("fd00::3")]);
         assert!(matches!(
-            h.refused(Command::Allocate {
-                fence: None,
-                request: at("x", "v6", "fd00::")
-            }),
+            h.refused(Command::Allocate { fence: None, request: at("x", "v6", "fd00::") }),
             IpamError::AddressExcluded { .. }
         ));
     }
@@ -417,27 +318,15 @@ mod tests {
             reuse_cooldown_secs: 10,
             ..pool("p", "10.0.0.0/24")
         });
-        let refuse = |h: &mut Harness, request| {
-            h.refused(Command::Allocate {
-                fence: None,
-                request,
-            })
-        };
+        let refuse = |h: &mut Harness, request| h.refused(Command::Allocate { fence: None, request });
         assert_eq!(
             refuse(&mut h, at("x", "p", "10.0.1.5")),
-            IpamError::AddressOutsidePool {
-                address: ip("10.0.1.5"),
-                pool: "p".into(),
-                cidr: "10.0.0.0/24".into()
-            }
+            IpamError::AddressOutsidePool { address: ip("10.0.1.5"), pool: "p".into(), cidr: "10.0.0.0/24".into() }
         );
         for excluded in ["10.0.0.0", "10.0.0.1", "10.0.0.105", "10.0.0.255"] {
             assert_eq!(
                 refuse(&mut h, at("x", "p", excluded)),
-                IpamError::AddressExcluded {
-                    address: ip(excluded),
-                    pool: "p".into()
-                }
+                IpamError::AddressExcluded { address: ip(excluded), pool: "p".into() }
             );
         }
         h.alloc(None, at("c1", "p", "10.0.0.50"));
@@ -446,31 +335,18 @@ mod tests {
             matches!(e, IpamError::AddressInUse { ref holder, .. } if holder.contains("c1") && holder.contains("n1")),
             "{e}"
         );
-        h.ok(Command::PutReservation(Reservation {
-            key: "k".into(),
-            pool: "p".into(),
-            address: ip("10.0.0.60"),
-        }));
+        h.ok(Command::PutReservation(Reservation { key: "k".into(), pool: "p".into(), address: ip("10.0.0.60") }));
         assert_eq!(
             refuse(&mut h, at("x", "p", "10.0.0.60")),
-            IpamError::AddressReserved {
-                address: ip("10.0.0.60"),
-                key: "k".into()
-            }
+            IpamError::AddressReserved { address: ip("10.0.0.60"), key: "k".into() }
         );
         h.release(None, hc_api::types::ReleaseTarget::Address(ip("10.0.0.50")));
         assert_eq!(
             refuse(&mut h, at("x", "p", "10.0.0.50")),
-            IpamError::AddressCoolingDown {
-                address: ip("10.0.0.50"),
-                until_ms: h.now + 10_000
-            }
+            IpamError::AddressCoolingDown { address: ip("10.0.0.50"), until_ms: h.now + 10_000 }
         );
         h.now += 10_000;
-        assert_eq!(
-            h.alloc(None, at("x", "p", "10.0.0.50")).allocation.address,
-            ip("10.0.0.50")
-        );
+        assert_eq!(h.alloc(None, at("x", "p", "10.0.0.50")).allocation.address, ip("10.0.0.50"));
     }
 
     #[test]
@@ -478,35 +354,18 @@ mod tests {
         let mut h = Harness::new();
         h.create(pool("p", "10.0.0.0/24"));
         h.create(pool("q", "10.0.1.0/24"));
-        let r = AllocateRequest {
-            address: Some(ip("10.0.1.9")),
-            ..bare("c1", "n1")
-        };
+        let r = AllocateRequest { address: Some(ip("10.0.1.9")), ..bare("c1", "n1") };
         assert_eq!(h.alloc(None, r).allocation.pool, "q");
-        let r = AllocateRequest {
-            address: Some(ip("10.9.9.9")),
-            ..bare("c2", "n1")
-        };
-        assert_eq!(
-            h.refused(Command::Allocate {
-                fence: None,
-                request: r
-            }),
-            IpamError::NoPoolMatches
-        );
+        let r = AllocateRequest { address: Some(ip("10.9.9.9")), ..bare("c2", "n1") };
+        assert_eq!(h.refused(Command::Allocate { fence: None, request: r }), IpamError::NoPoolMatches);
     }
 
     #[test]
     fn an_unknown_explicit_pool_is_not_found() {
         let mut h = Harness::new();
         assert_eq!(
-            h.refused(Command::Allocate {
-                fence: None,
-                request: req_in("c", "n", "nope")
-            }),
-            IpamError::PoolNotFound {
-                pool: "nope".into()
-            }
+            h.refused(Command::Allocate { fence: None, request: req_in("c", "n", "nope") }),
+            IpamError::PoolNotFound { pool: "nope".into() }
         );
     }
 
@@ -514,34 +373,18 @@ mod tests {
     fn without_pool_selector_or_default_nothing_matches() {
         let mut h = Harness::new();
         h.create(pool("p", "10.0.0.0/24"));
-        assert_eq!(
-            h.refused(Command::Allocate {
-                fence: None,
-                request: bare("c", "n")
-            }),
-            IpamError::NoPoolMatches
-        );
+        assert_eq!(h.refused(Command::Allocate { fence: None, request: bare("c", "n") }), IpamError::NoPoolMatches);
     }
 
     fn selecting(name: &str, cidr: &str, selector: Selector) -> PoolSpec {
-        PoolSpec {
-            selector,
-            ..pool(name, cidr)
-        }
+        PoolSpec { selector, ..pool(name, cidr) }
     }
 
     #[test]
     fn selectors_need_every_non_empty_field_to_match() {
         let mut h = Harness::new();
-        h.create(PoolSpec {
-            default: true,
-            ..pool("default", "10.9.0.0/24")
-        });
-        let mut sel = Selector {
-            namespaces: vec!["db".into()],
-            nodes: vec!["n1".into()],
-            ..Default::default()
-        };
+        h.create(PoolSpec { default: true, ..pool("default", "10.9.0.0/24") });
+        let mut sel = Selector { namespaces: vec!["db".into()], nodes: vec!["n1".into()], ..Default::default() };
         sel.node_labels.insert("rack".into(), "r1".into());
         sel.pod_labels.insert("app".into(), "mysql".into());
         h.create(selecting("sel", "10.0.0.0/24", sel));
@@ -579,21 +422,13 @@ mod tests {
     #[test]
     fn several_matching_pools_are_tried_by_name_and_a_full_one_passes_on() {
         let mut h = Harness::new();
-        let sel = Selector {
-            namespaces: vec!["ns".into()],
-            ..Default::default()
-        };
+        let sel = Selector { namespaces: vec!["ns".into()], ..Default::default() };
         h.create(selecting("b", "10.0.1.0/30", sel.clone()));
         h.create(selecting("a", "10.0.0.0/30", sel));
-        let pools: Vec<String> = (0..4)
-            .map(|i| h.alloc(None, bare(&format!("c{i}"), "n1")).allocation.pool)
-            .collect();
+        let pools: Vec<String> = (0..4).map(|i| h.alloc(None, bare(&format!("c{i}"), "n1")).allocation.pool).collect();
         assert_eq!(pools, ["a", "a", "b", "b"]);
         assert_eq!(
-            h.refused(Command::Allocate {
-                fence: None,
-                request: bare("c9", "n1")
-            }),
+            h.refused(Command::Allocate { fence: None, request: bare("c9", "n1") }),
             IpamError::PoolExhausted { pool: "a".into() }
         );
     }
@@ -601,45 +436,27 @@ mod tests {
     #[test]
     fn the_explicit_pool_wins_over_selectors_and_the_default() {
         let mut h = Harness::new();
-        let sel = Selector {
-            namespaces: vec!["ns".into()],
-            ..Default::default()
-        };
+        let sel = Selector { namespaces: vec!["ns".into()], ..Default::default() };
         h.create(selecting("sel", "10.0.0.0/24", sel));
-        h.create(PoolSpec {
-            default: true,
-            ..pool("default", "10.9.0.0/24")
-        });
+        h.create(PoolSpec { default: true, ..pool("default", "10.9.0.0/24") });
         h.create(pool("named", "10.5.0.0/24"));
-        assert_eq!(
-            h.alloc(None, req_in("c1", "n1", "named")).allocation.pool,
-            "named"
-        );
+        assert_eq!(h.alloc(None, req_in("c1", "n1", "named")).allocation.pool, "named");
         assert_eq!(h.alloc(None, bare("c2", "n1")).allocation.pool, "sel");
     }
 
     #[test]
     fn the_ipv4_default_is_preferred_over_the_ipv6_default() {
         let mut h = Harness::new();
-        h.create(PoolSpec {
-            default: true,
-            ..pool("a6", "fd00::/64")
-        });
+        h.create(PoolSpec { default: true, ..pool("a6", "fd00::/64") });
         assert_eq!(h.alloc(None, bare("c1", "n1")).allocation.pool, "a6");
-        h.create(PoolSpec {
-            default: true,
-            ..pool("z4", "10.0.0.0/24")
-        });
+        h.create(PoolSpec { default: true, ..pool("z4", "10.0.0.0/24") });
         assert_eq!(h.alloc(None, bare("c2", "n1")).allocation.pool, "z4");
     }
 
     #[test]
     fn reservation_keys_are_tried_in_order_and_beat_selectors() {
         let mut h = Harness::new();
-        let sel = Selector {
-            namespaces: vec!["ns".into()],
-            ..Default::default()
-        };
+        let sel = Selector { namespaces: vec!["ns".into()], ..Default::default() };
         h.create(selecting("sel", "10.0.0.0/24", sel));
         h.create(pool("fixed", "10.1.0.0/24"));
         h.ok(Command::PutReservation(Reservation {
@@ -655,10 +472,7 @@ mod tests {
         let mut r = bare("c1", "n1");
         r.reservation_keys = vec!["ns/none".into(), "ns/set/0".into(), "ns/pod".into()];
         let a = h.alloc(None, r).allocation;
-        assert_eq!(
-            (a.address, a.reservation.as_deref()),
-            (ip("10.1.0.10"), Some("ns/set/0"))
-        );
+        assert_eq!((a.address, a.reservation.as_deref()), (ip("10.1.0.10"), Some("ns/set/0")));
         let mut r = bare("c2", "n1");
         r.reservation_keys = vec!["ns/none".into()];
         assert_eq!(h.alloc(None, r).allocation.pool, "sel");
@@ -669,11 +483,7 @@ mod tests {
         let mut h = Harness::new();
         h.create(pool("p", "10.0.0.0/24"));
         h.create(pool("q", "10.0.1.0/24"));
-        h.ok(Command::PutReservation(Reservation {
-            key: "k".into(),
-            pool: "p".into(),
-            address: ip("10.0.0.7"),
-        }));
+        h.ok(Command::PutReservation(Reservation { key: "k".into(), pool: "p".into(), address: ip("10.0.0.7") }));
         let mut r = req_in("c1", "n1", "q");
         r.reservation_keys = vec!["k".into()];
         assert!(
@@ -682,10 +492,7 @@ mod tests {
         let mut r = at("c1", "p", "10.0.0.8");
         r.reservation_keys = vec!["k".into()];
         assert!(matches!(
-            h.refused(Command::Allocate {
-                fence: None,
-                request: r
-            }),
+            h.refused(Command::Allocate { fence: None, request: r }),
             IpamError::ReservationConflict { .. }
         ));
         // Naming the reservation's own pool and address is fine.
@@ -709,20 +516,11 @@ mod tests {
         h.alloc(Some(n1), r);
         // n1 goes silent: its allocations are quarantined, not freed.
         let lease = h.lease("n1");
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: lease.lease_id,
-        });
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
         let mut r = bare("new", "n2");
         r.reservation_keys = vec!["db/mysql/0".into()];
-        let e = h.refused(Command::Allocate {
-            fence: None,
-            request: r,
-        });
-        assert!(
-            matches!(e, IpamError::AddressInUse { ref holder, .. } if holder.contains("quarantined")),
-            "{e}"
-        );
+        let e = h.refused(Command::Allocate { fence: None, request: r });
+        assert!(matches!(e, IpamError::AddressInUse { ref holder, .. } if holder.contains("quarantined")), "{e}");
     }
 
     #[test]
@@ -733,48 +531,27 @@ mod tests {
             fence: Some(fence),
             request: req_in("c1", node, "p"),
         };
-        let fence = |node: &str, token| hc_api::types::Fence {
-            node: node.into(),
-            token,
-        };
-        assert_eq!(
-            h.refused(alloc(fence("n1", 1), "n1")),
-            IpamError::NoLease { node: "n1".into() }
-        );
+        let fence = |node: &str, token| hc_api::types::Fence { node: node.into(), token };
+        assert_eq!(h.refused(alloc(fence("n1", 1), "n1")), IpamError::NoLease { node: "n1".into() });
         let old = h.grant("n1");
         let cur = h.grant("n1");
         assert_eq!(
             h.refused(alloc(old.clone(), "n1")),
-            IpamError::StaleToken {
-                node: "n1".into(),
-                presented: old.token,
-                current: cur.token
-            }
+            IpamError::StaleToken { node: "n1".into(), presented: old.token, current: cur.token }
         );
         assert_eq!(
             h.refused(alloc(fence("n1", cur.token + 1), "n1")),
-            IpamError::StaleToken {
-                node: "n1".into(),
-                presented: cur.token + 1,
-                current: cur.token
-            }
+            IpamError::StaleToken { node: "n1".into(), presented: cur.token + 1, current: cur.token }
         );
         assert!(
             matches!(h.refused(alloc(cur.clone(), "n2")), IpamError::InvalidArgument { ref field, .. } if field == "owner.node")
         );
         h.alloc(Some(cur.clone()), req_in("c1", "n1", "p"));
         let lease = h.lease("n1");
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: lease.lease_id,
-        });
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
         assert_eq!(
             h.refused(alloc(cur.clone(), "n1")),
-            IpamError::StaleToken {
-                node: "n1".into(),
-                presented: cur.token,
-                current: cur.token
-            }
+            IpamError::StaleToken { node: "n1".into(), presented: cur.token, current: cur.token }
         );
     }
 
@@ -784,18 +561,9 @@ mod tests {
         h.create(pool("p", "10.0.0.0/24"));
         h.grant("n1");
         let lease = h.lease("n1");
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: lease.lease_id,
-        });
-        assert_eq!(
-            h.alloc(None, req_in("c1", "n1", "p")).allocation.state,
-            AllocationState::Quarantined
-        );
-        assert_eq!(
-            h.alloc(None, req_in("c2", "n2", "p")).allocation.state,
-            AllocationState::Active
-        );
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
+        assert_eq!(h.alloc(None, req_in("c1", "n1", "p")).allocation.state, AllocationState::Quarantined);
+        assert_eq!(h.alloc(None, req_in("c2", "n2", "p")).allocation.state, AllocationState::Active);
     }
 
     #[test]
@@ -804,10 +572,7 @@ mod tests {
         h.create(pool("p", "10.0.0.0/24"));
         h.take("c1", "n1", "p");
         let n2 = h.grant("n2");
-        let e = h.refused(Command::Allocate {
-            fence: Some(n2),
-            request: req_in("c1", "n2", "p"),
-        });
+        let e = h.refused(Command::Allocate { fence: Some(n2), request: req_in("c1", "n2", "p") });
         assert!(matches!(e, IpamError::AddressInUse { .. }));
     }
 
@@ -818,19 +583,10 @@ mod tests {
         let f = h.grant("n1");
         let a = h.alloc(Some(f), req_in("c1", "n1", "p")).allocation;
         let lease = h.lease("n1");
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: lease.lease_id,
-        });
-        assert_eq!(
-            h.state.allocation_by_address(a.address).unwrap().state,
-            AllocationState::Quarantined
-        );
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
+        assert_eq!(h.state.allocation_by_address(a.address).unwrap().state, AllocationState::Quarantined);
         // An operator's repeat does not change it.
-        assert_eq!(
-            h.alloc(None, req_in("c1", "n1", "p")).allocation.state,
-            AllocationState::Quarantined
-        );
+        assert_eq!(h.alloc(None, req_in("c1", "n1", "p")).allocation.state, AllocationState::Quarantined);
         let f = h.grant("n1");
         let again = h.alloc(Some(f), req_in("c1", "n1", "p"));
         assert!(!again.created);

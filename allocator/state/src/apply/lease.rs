@@ -16,9 +16,7 @@ impl State {
     /// current one (invariant 3). An expired lease makes every token stale.
     pub(crate) fn check_fence(&self, fence: &Fence) -> Result<(), IpamError> {
         let Some(lease) = self.leases.get(&fence.node) else {
-            return Err(IpamError::NoLease {
-                node: fence.node.clone(),
-            });
+            return Err(IpamError::NoLease { node: fence.node.clone() });
         };
         if lease.state != LeaseState::Active || fence.token != lease.token {
             return Err(IpamError::StaleToken {
@@ -77,14 +75,7 @@ impl State {
     pub(crate) fn reconcile(&mut self, fence: &Fence, valid: &[AttachmentId]) -> Response {
         self.check_fence(fence)?;
         let valid: BTreeSet<&AttachmentId> = valid.iter().collect();
-        let addresses: Vec<IpAddr> = self
-            .idx
-            .by_node
-            .get(&fence.node)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
+        let addresses: Vec<IpAddr> = self.idx.by_node.get(&fence.node).into_iter().flatten().copied().collect();
         let mut kept = 0;
         let mut released = Vec::new();
         for address in addresses {
@@ -104,18 +95,8 @@ impl State {
     /// The node is confirmed gone: release all its allocations (with cooldown) and drop its
     /// lease. Its highest token stays in `max_tokens`.
     pub(crate) fn node_gone(&mut self, node: &str) -> Response {
-        let addresses: Vec<IpAddr> = self
-            .idx
-            .by_node
-            .get(node)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
-        let released = addresses
-            .into_iter()
-            .filter_map(|a| self.remove_allocation(a, true))
-            .collect();
+        let addresses: Vec<IpAddr> = self.idx.by_node.get(node).into_iter().flatten().copied().collect();
+        let released = addresses.into_iter().filter_map(|a| self.remove_allocation(a, true)).collect();
         self.leases.remove(node);
         Ok(Output::Released(Released { released }))
     }
@@ -126,9 +107,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use hc_api::IpamError;
-    use hc_api::types::{
-        AllocationState, AttachmentId, Fence, LeaseState, PoolSpec, ReleaseTarget,
-    };
+    use hc_api::types::{AllocationState, AttachmentId, Fence, LeaseState, PoolSpec, ReleaseTarget};
 
     use crate::command::{Command, Output};
     use crate::testing::{Harness, pool, req_in};
@@ -141,10 +120,7 @@ mod tests {
         let b = h.grant("n1");
         assert!(b.token > a.token);
         let l = h.lease("n1");
-        assert_eq!(
-            (l.token, l.lease_id, l.state, l.ttl_ms),
-            (b.token, b.token, LeaseState::Active, 10_000)
-        );
+        assert_eq!((l.token, l.lease_id, l.state, l.ttl_ms), (b.token, b.token, LeaseState::Active, 10_000));
         assert_eq!(l.granted_at_ms, h.now);
         assert_eq!(h.state.leases().len(), 2);
     }
@@ -153,17 +129,11 @@ mod tests {
     fn grant_lease_refuses_a_zero_ttl_or_an_empty_node() {
         let mut h = Harness::new();
         assert!(matches!(
-            h.refused(Command::GrantLease {
-                node: "n1".into(),
-                ttl_ms: 0
-            }),
+            h.refused(Command::GrantLease { node: "n1".into(), ttl_ms: 0 }),
             IpamError::InvalidArgument { .. }
         ));
         assert!(matches!(
-            h.refused(Command::GrantLease {
-                node: String::new(),
-                ttl_ms: 5
-            }),
+            h.refused(Command::GrantLease { node: String::new(), ttl_ms: 5 }),
             IpamError::InvalidArgument { .. }
         ));
     }
@@ -184,58 +154,27 @@ mod tests {
                 fence: Some(a.clone()),
                 target: ReleaseTarget::Address(crate::testing::ip("10.0.0.1"))
             }),
-            IpamError::StaleToken {
-                node: "n1".into(),
-                presented: a.token,
-                current: b.token
-            }
+            IpamError::StaleToken { node: "n1".into(), presented: a.token, current: b.token }
         );
     }
 
     #[test]
     fn expiry_quarantines_the_nodes_allocations_and_keeps_their_addresses() {
         let mut h = Harness::new();
-        h.create(PoolSpec {
-            reuse_cooldown_secs: 5,
-            ..pool("p", "10.0.0.0/30")
-        });
+        h.create(PoolSpec { reuse_cooldown_secs: 5, ..pool("p", "10.0.0.0/30") });
         let f1 = h.grant("n1");
         let f2 = h.grant("n2");
-        let a = h
-            .alloc(Some(f1), req_in("c1", "n1", "p"))
-            .allocation
-            .address;
-        let b = h
-            .alloc(Some(f2), req_in("c2", "n2", "p"))
-            .allocation
-            .address;
+        let a = h.alloc(Some(f1), req_in("c1", "n1", "p")).allocation.address;
+        let b = h.alloc(Some(f2), req_in("c2", "n2", "p")).allocation.address;
         let lease = h.lease("n1");
-        assert_eq!(
-            h.ok(Command::ExpireLease {
-                node: "n1".into(),
-                lease_id: lease.lease_id
-            }),
-            Output::Done
-        );
+        assert_eq!(h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id }), Output::Done);
         assert_eq!(h.lease("n1").state, LeaseState::Expired);
-        assert_eq!(
-            h.state.allocation_by_address(a).unwrap().state,
-            AllocationState::Quarantined
-        );
-        assert_eq!(
-            h.state.allocation_by_address(b).unwrap().state,
-            AllocationState::Active
-        );
+        assert_eq!(h.state.allocation_by_address(a).unwrap().state, AllocationState::Quarantined);
+        assert_eq!(h.state.allocation_by_address(b).unwrap().state, AllocationState::Active);
         assert_eq!(h.status("p").used, 2);
         // Nobody else gets the quarantined address, however long it takes.
         h.now += 1_000_000_000;
-        assert!(
-            h.apply(Command::Allocate {
-                fence: None,
-                request: req_in("c3", "n2", "p")
-            })
-            .is_err()
-        );
+        assert!(h.apply(Command::Allocate { fence: None, request: req_in("c3", "n2", "p") }).is_err());
     }
 
     #[test]
@@ -247,98 +186,41 @@ mod tests {
         let f = h.grant("n1");
         h.alloc(Some(f.clone()), req_in("c1", "n1", "p"));
         let before = h.state.clone();
-        assert_eq!(
-            h.ok(Command::ExpireLease {
-                node: "n1".into(),
-                lease_id: old.lease_id
-            }),
-            Output::Done
-        );
-        assert_eq!(
-            h.ok(Command::ExpireLease {
-                node: "n9".into(),
-                lease_id: 1
-            }),
-            Output::Done
-        );
+        assert_eq!(h.ok(Command::ExpireLease { node: "n1".into(), lease_id: old.lease_id }), Output::Done);
+        assert_eq!(h.ok(Command::ExpireLease { node: "n9".into(), lease_id: 1 }), Output::Done);
         assert_eq!(h.state.leases, before.leases);
         assert_eq!(h.state.allocations, before.allocations);
         // Expiring twice is a no-op too.
         let cur = h.lease("n1");
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: cur.lease_id,
-        });
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: cur.lease_id });
         let expired = h.state.clone();
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: cur.lease_id,
-        });
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: cur.lease_id });
         assert_eq!(h.state.leases, expired.leases);
     }
 
     #[test]
     fn reconcile_keeps_the_listed_attachments_and_releases_the_rest() {
         let mut h = Harness::new();
-        h.create(PoolSpec {
-            reuse_cooldown_secs: 60,
-            ..pool("p", "10.0.0.0/24")
-        });
+        h.create(PoolSpec { reuse_cooldown_secs: 60, ..pool("p", "10.0.0.0/24") });
         let f = h.grant("n1");
         let other = h.take("x", "n2", "p");
-        let a = h
-            .alloc(Some(f.clone()), req_in("c1", "n1", "p"))
-            .allocation
-            .address;
-        let b = h
-            .alloc(Some(f.clone()), req_in("c2", "n1", "p"))
-            .allocation
-            .address;
+        let a = h.alloc(Some(f.clone()), req_in("c1", "n1", "p")).allocation.address;
+        let b = h.alloc(Some(f.clone()), req_in("c2", "n1", "p")).allocation.address;
         let lease = h.lease("n1");
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: lease.lease_id,
-        });
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
         let f = h.grant("n1");
         // Quarantine lasts until the agent reconciles.
-        assert_eq!(
-            h.state.allocation_by_address(a).unwrap().state,
-            AllocationState::Quarantined
-        );
+        assert_eq!(h.state.allocation_by_address(a).unwrap().state, AllocationState::Quarantined);
         let valid = vec![
-            AttachmentId {
-                container_id: "c1".into(),
-                interface: "eth0".into(),
-            },
-            AttachmentId {
-                container_id: "x".into(),
-                interface: "eth0".into(),
-            },
-            AttachmentId {
-                container_id: "gone".into(),
-                interface: "eth0".into(),
-            },
+            AttachmentId { container_id: "c1".into(), interface: "eth0".into() },
+            AttachmentId { container_id: "x".into(), interface: "eth0".into() },
+            AttachmentId { container_id: "gone".into(), interface: "eth0".into() },
         ];
-        let out = h.ok(Command::Reconcile {
-            fence: f.clone(),
-            valid,
-        });
-        assert_eq!(
-            out,
-            Output::Reconciled {
-                kept: 1,
-                released: vec![b]
-            }
-        );
-        assert_eq!(
-            h.state.allocation_by_address(a).unwrap().state,
-            AllocationState::Active
-        );
+        let out = h.ok(Command::Reconcile { fence: f.clone(), valid });
+        assert_eq!(out, Output::Reconciled { kept: 1, released: vec![b] });
+        assert_eq!(h.state.allocation_by_address(a).unwrap().state, AllocationState::Active);
         assert!(h.state.allocation_by_address(b).is_none());
-        assert_eq!(
-            h.state.allocation_by_address(other).unwrap().owner.node,
-            "n2"
-        );
+        assert_eq!(h.state.allocation_by_address(other).unwrap().owner.node, "n2");
         assert_eq!(h.status("p").cooling, 1);
     }
 
@@ -350,24 +232,11 @@ mod tests {
         h.alloc(Some(old.clone()), req_in("c1", "n1", "p"));
         let cur = h.grant("n1");
         assert_eq!(
-            h.refused(Command::Reconcile {
-                fence: old.clone(),
-                valid: vec![]
-            }),
-            IpamError::StaleToken {
-                node: "n1".into(),
-                presented: old.token,
-                current: cur.token
-            }
+            h.refused(Command::Reconcile { fence: old.clone(), valid: vec![] }),
+            IpamError::StaleToken { node: "n1".into(), presented: old.token, current: cur.token }
         );
         assert_eq!(
-            h.refused(Command::Reconcile {
-                fence: Fence {
-                    node: "n7".into(),
-                    token: 3
-                },
-                valid: vec![]
-            }),
+            h.refused(Command::Reconcile { fence: Fence { node: "n7".into(), token: 3 }, valid: vec![] }),
             IpamError::NoLease { node: "n7".into() }
         );
     }
@@ -375,41 +244,20 @@ mod tests {
     #[test]
     fn node_gone_releases_everything_of_the_node_and_drops_its_lease() {
         let mut h = Harness::new();
-        h.create(PoolSpec {
-            reuse_cooldown_secs: 60,
-            ..pool("p", "10.0.0.0/24")
-        });
+        h.create(PoolSpec { reuse_cooldown_secs: 60, ..pool("p", "10.0.0.0/24") });
         let f = h.grant("n1");
         h.alloc(Some(f.clone()), req_in("c1", "n1", "p"));
         h.alloc(Some(f.clone()), req_in("c2", "n1", "p"));
         let keep = h.take("x", "n2", "p");
         let lease = h.lease("n1");
-        h.ok(Command::ExpireLease {
-            node: "n1".into(),
-            lease_id: lease.lease_id,
-        });
-        let Output::Released(r) = h.ok(Command::NodeGone { node: "n1".into() }) else {
-            panic!()
-        };
+        h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
+        let Output::Released(r) = h.ok(Command::NodeGone { node: "n1".into() }) else { panic!() };
         assert_eq!(r.released.len(), 2);
         assert!(h.state.lease("n1").is_none());
-        assert_eq!(
-            h.state
-                .allocations(None, None, None)
-                .iter()
-                .map(|a| a.address)
-                .collect::<Vec<_>>(),
-            vec![keep]
-        );
+        assert_eq!(h.state.allocations(None, None, None).iter().map(|a| a.address).collect::<Vec<_>>(), vec![keep]);
         let st = h.status("p");
         assert_eq!((st.used, st.cooling), (1, 2));
-        assert_eq!(
-            h.refused(Command::Reconcile {
-                fence: f,
-                valid: vec![]
-            }),
-            IpamError::NoLease { node: "n1".into() }
-        );
+        assert_eq!(h.refused(Command::Reconcile { fence: f, valid: vec![] }), IpamError::NoLease { node: "n1".into() });
         // Forgetting an unknown node is a no-op.
         assert_eq!(
             h.ok(Command::NodeGone { node: "n9".into() }),

@@ -22,8 +22,5 @@ pub(crate) fn holder(a: &Allocation) -> String {
         AllocationState::Active => "",
         AllocationState::Quarantined => " (quarantined: its node's lease expired)",
     };
-    format!(
-        "{pod}(container {}, interface {}) on node {}{quarantined}",
-        o.container_id, o.interface, o.node
-    )
+    format!("{pod}(container {}, interface {}) on node {}{quarantined}", o.container_id, o.interface, o.node)
 }

@@ -26,8 +26,7 @@ pub(crate) fn owner_matches_key(a: &Allocation, key: &str) -> bool {
     if o.namespace.is_empty() || o.pod.is_empty() {
         return false;
     }
-    pod_key(&o.namespace, &o.pod) == key
-        || statefulset_key_of(&o.namespace, &o.pod).is_some_and(|k| k == key)
+    pod_key(&o.namespace, &o.pod) == key || statefulset_key_of(&o.namespace, &o.pod).is_some_and(|k| k == key)
 }
 
 impl State {
@@ -38,9 +37,7 @@ impl State {
     pub(crate) fn put_reservation(&mut self, r: &Reservation) -> Response {
         validate_key("key", &r.key)?;
         let Some(pool) = self.pools.get(&r.pool) else {
-            return Err(IpamError::PoolNotFound {
-                pool: r.pool.clone(),
-            });
+            return Err(IpamError::PoolNotFound { pool: r.pool.clone() });
         };
         if !pool.contains(r.address) {
             return Err(IpamError::AddressOutsidePool {
@@ -50,33 +47,20 @@ impl State {
             });
         }
         if pool.is_fixed(r.address) {
-            return Err(IpamError::AddressExcluded {
-                address: r.address,
-                pool: r.pool.clone(),
-            });
+            return Err(IpamError::AddressExcluded { address: r.address, pool: r.pool.clone() });
         }
-        let conflict = |reason: String| IpamError::ReservationConflict {
-            key: r.key.clone(),
-            reason,
-        };
+        let conflict = |reason: String| IpamError::ReservationConflict { key: r.key.clone(), reason };
         if let Some(other) = self.idx.reservation_by_address.get(&r.address)
             && *other != r.key
         {
-            return Err(conflict(format!(
-                "{} is already reserved for {other}",
-                r.address
-            )));
+            return Err(conflict(format!("{} is already reserved for {other}", r.address)));
         }
         if let Some(a) = self.allocations.get(&r.address)
             && !owner_matches_key(a, &r.key)
         {
             return Err(conflict(format!("{} is held by {}", r.address, holder(a))));
         }
-        let old = self
-            .reservations
-            .get(&r.key)
-            .map(|o| o.address)
-            .filter(|o| *o != r.address);
+        let old = self.reservations.get(&r.key).map(|o| o.address).filter(|o| *o != r.address);
         if let Some(old) = old
             && let Some(a) = self.allocations.get(&old)
         {
@@ -96,9 +80,7 @@ impl State {
             }
         }
         self.reservations.insert(r.key.clone(), r.clone());
-        self.idx
-            .reservation_by_address
-            .insert(r.address, r.key.clone());
+        self.idx.reservation_by_address.insert(r.address, r.key.clone());
         if let Some(p) = self.pools.get_mut(&r.pool) {
             p.occupy(r.address);
         }
@@ -112,9 +94,7 @@ impl State {
     /// nor cooling down.
     pub(crate) fn delete_reservation(&mut self, key: &str) -> Response {
         let Some(r) = self.reservations.remove(key) else {
-            return Err(IpamError::ReservationNotFound {
-                key: key.to_owned(),
-            });
+            return Err(IpamError::ReservationNotFound { key: key.to_owned() });
         };
         self.idx.reservation_by_address.remove(&r.address);
         if !self.is_held(r.address)
@@ -132,14 +112,8 @@ mod tests {
 
     #[test]
     fn statefulset_keys_come_from_ordinal_pod_names() {
-        assert_eq!(
-            statefulset_key_of("db", "mysql-0").as_deref(),
-            Some("db/mysql/0")
-        );
-        assert_eq!(
-            statefulset_key_of("db", "my-sql-12").as_deref(),
-            Some("db/my-sql/12")
-        );
+        assert_eq!(statefulset_key_of("db", "mysql-0").as_deref(), Some("db/mysql/0"));
+        assert_eq!(statefulset_key_of("db", "my-sql-12").as_deref(), Some("db/my-sql/12"));
         assert_eq!(statefulset_key_of("db", "mysql-01"), None);
         assert_eq!(statefulset_key_of("db", "mysql"), None);
         assert_eq!(statefulset_key_of("db", "-3"), None);
@@ -158,11 +132,7 @@ mod state_tests {
     use crate::testing::{Harness, ip, owner, pool, req_in};
 
     fn res(key: &str, pool: &str, address: &str) -> Command {
-        Command::PutReservation(Reservation {
-            key: key.into(),
-            pool: pool.into(),
-            address: ip(address),
-        })
+        Command::PutReservation(Reservation { key: key.into(), pool: pool.into(), address: ip(address) })
     }
 
     fn keyed(container: &str, node: &str, keys: &[&str]) -> AllocateRequest {
@@ -175,10 +145,7 @@ mod state_tests {
 
     fn setup() -> Harness {
         let mut h = Harness::new();
-        h.create(PoolSpec {
-            gateway: Some(ip("10.0.0.1")),
-            ..pool("p", "10.0.0.0/29")
-        });
+        h.create(PoolSpec { gateway: Some(ip("10.0.0.1")), ..pool("p", "10.0.0.0/29") });
         h
     }
 
@@ -191,27 +158,12 @@ mod state_tests {
         assert_eq!(h.take("c1", "n1", "p"), ip("10.0.0.3"));
         // An explicit request for it is refused.
         let e = h
-            .try_alloc(
-                None,
-                AllocateRequest {
-                    address: Some(ip("10.0.0.2")),
-                    ..req_in("c2", "n1", "p")
-                },
-            )
+            .try_alloc(None, AllocateRequest { address: Some(ip("10.0.0.2")), ..req_in("c2", "n1", "p") })
             .unwrap_err();
-        assert_eq!(
-            e,
-            IpamError::AddressReserved {
-                address: ip("10.0.0.2"),
-                key: "db/mysql/0".into()
-            }
-        );
+        assert_eq!(e, IpamError::AddressReserved { address: ip("10.0.0.2"), key: "db/mysql/0".into() });
         // The key gets it, with no pool named at all.
         let a = h.alloc(None, keyed("c3", "n2", &["db/mysql/0"])).allocation;
-        assert_eq!(
-            (a.address, a.reservation.as_deref()),
-            (ip("10.0.0.2"), Some("db/mysql/0"))
-        );
+        assert_eq!((a.address, a.reservation.as_deref()), (ip("10.0.0.2"), Some("db/mysql/0")));
         let st = h.status("p");
         assert_eq!((st.used, st.reserved_idle), (2, 0));
     }
@@ -219,31 +171,18 @@ mod state_tests {
     #[test]
     fn put_reservation_refuses_unknown_pools_and_unusable_addresses() {
         let mut h = setup();
-        assert_eq!(
-            h.refused(res("k", "q", "10.0.0.2")),
-            IpamError::PoolNotFound { pool: "q".into() }
-        );
+        assert_eq!(h.refused(res("k", "q", "10.0.0.2")), IpamError::PoolNotFound { pool: "q".into() });
         assert_eq!(
             h.refused(res("k", "p", "10.0.1.2")),
-            IpamError::AddressOutsidePool {
-                address: ip("10.0.1.2"),
-                pool: "p".into(),
-                cidr: "10.0.0.0/29".into()
-            }
+            IpamError::AddressOutsidePool { address: ip("10.0.1.2"), pool: "p".into(), cidr: "10.0.0.0/29".into() }
         );
         for excluded in ["10.0.0.0", "10.0.0.1", "10.0.0.7"] {
             assert_eq!(
                 h.refused(res("k", "p", excluded)),
-                IpamError::AddressExcluded {
-                    address: ip(excluded),
-                    pool: "p".into()
-                }
+                IpamError::AddressExcluded { address: ip(excluded), pool: "p".into() }
             );
         }
-        assert!(matches!(
-            h.refused(res("", "p", "10.0.0.2")),
-            IpamError::InvalidArgument { .. }
-        ));
+        assert!(matches!(h.refused(res("", "p", "10.0.0.2")), IpamError::InvalidArgument { .. }));
     }
 
     #[test]
@@ -260,10 +199,7 @@ mod state_tests {
         let mut h = setup();
         let a = h.take("c1", "n1", "p");
         let e = h.refused(res("other/pod", "p", &a.to_string()));
-        assert!(
-            matches!(e, IpamError::ReservationConflict { ref reason, .. } if reason.contains("c1")),
-            "{e}"
-        );
+        assert!(matches!(e, IpamError::ReservationConflict { ref reason, .. } if reason.contains("c1")), "{e}");
     }
 
     #[test]
@@ -272,23 +208,11 @@ mod state_tests {
         let a = h.take("c1", "n1", "p");
         // owner("c1") is pod ns/pod-c1.
         h.ok(res("ns/pod-c1", "p", &a.to_string()));
-        assert_eq!(
-            h.state
-                .allocation_by_address(a)
-                .unwrap()
-                .reservation
-                .as_deref(),
-            Some("ns/pod-c1")
-        );
+        assert_eq!(h.state.allocation_by_address(a).unwrap().reservation.as_deref(), Some("ns/pod-c1"));
         h.release(None, ReleaseTarget::Address(a));
         let st = h.status("p");
         assert_eq!((st.used, st.reserved_idle), (0, 1));
-        assert_eq!(
-            h.alloc(None, keyed("c9", "n2", &["ns/pod-c1"]))
-                .allocation
-                .address,
-            a
-        );
+        assert_eq!(h.alloc(None, keyed("c9", "n2", &["ns/pod-c1"])).allocation.address, a);
     }
 
     #[test]
@@ -299,10 +223,7 @@ mod state_tests {
         r.owner.pod = "mysql-2".into();
         let a = h.alloc(None, r).allocation.address;
         h.ok(res("db/mysql/2", "p", &a.to_string()));
-        assert!(matches!(
-            h.refused(res("db/mysql/3", "p", &a.to_string())),
-            IpamError::ReservationConflict { .. }
-        ));
+        assert!(matches!(h.refused(res("db/mysql/3", "p", &a.to_string())), IpamError::ReservationConflict { .. }));
     }
 
     #[test]
@@ -359,10 +280,7 @@ mod state_tests {
         h.ok(res("k", "p", "10.0.0.2"));
         let a = h.alloc(None, keyed("c1", "n1", &["k"])).allocation.address;
         h.ok(Command::DeleteReservation { key: "k".into() });
-        assert_eq!(
-            h.state.allocation_by_address(a).unwrap().owner.container_id,
-            "c1"
-        );
+        assert_eq!(h.state.allocation_by_address(a).unwrap().owner.container_id, "c1");
         h.release(None, ReleaseTarget::Address(a));
         // No cooldown in this pool and no reservation left: free for anybody.
         assert_eq!(h.status("p").free, 5);
@@ -371,40 +289,23 @@ mod state_tests {
     #[test]
     fn a_released_reserved_address_goes_back_to_its_key_not_into_cooldown() {
         let mut h = Harness::new();
-        h.create(PoolSpec {
-            reuse_cooldown_secs: 60,
-            ..pool("p", "10.0.0.0/29")
-        });
+        h.create(PoolSpec { reuse_cooldown_secs: 60, ..pool("p", "10.0.0.0/29") });
         h.ok(res("k", "p", "10.0.0.2"));
         let a = h.alloc(None, keyed("c1", "n1", &["k"])).allocation.address;
         h.release(None, ReleaseTarget::Address(a));
         let st = h.status("p");
         assert_eq!((st.used, st.reserved_idle, st.cooling), (0, 1, 0));
         // The key gets it back at once.
-        assert_eq!(
-            h.alloc(None, keyed("c2", "n2", &["k"])).allocation.address,
-            a
-        );
+        assert_eq!(h.alloc(None, keyed("c2", "n2", &["k"])).allocation.address, a);
         h.release(None, ReleaseTarget::Address(a));
         // Deleting the reservation now leaves the address cooling for everybody else.
         h.ok(Command::DeleteReservation { key: "k".into() });
         let st = h.status("p");
         assert_eq!((st.reserved_idle, st.cooling, st.free), (0, 1, 5));
-        let e = h
-            .try_alloc(
-                None,
-                AllocateRequest {
-                    address: Some(a),
-                    ..req_in("c3", "n1", "p")
-                },
-            )
-            .unwrap_err();
+        let e = h.try_alloc(None, AllocateRequest { address: Some(a), ..req_in("c3", "n1", "p") }).unwrap_err();
         assert!(matches!(e, IpamError::AddressCoolingDown { .. }));
         h.now += 60_000;
-        h.ok(Command::ExpireLease {
-            node: String::new(),
-            lease_id: 0,
-        });
+        h.ok(Command::ExpireLease { node: String::new(), lease_id: 0 });
         assert_eq!(h.status("p").free, 6);
     }
 }

@@ -21,10 +21,7 @@ impl State {
             return Err(IpamError::VlanNotFound { vlan: id });
         }
         if let Some(pool) = self.pools.values().find(|p| p.spec.vlan == Some(id)) {
-            return Err(IpamError::VlanInUse {
-                vlan: id,
-                pool: pool.spec.name.clone(),
-            });
+            return Err(IpamError::VlanInUse { vlan: id, pool: pool.spec.name.clone() });
         }
         self.vlans.remove(&id);
         Ok(Output::Done)
@@ -40,28 +37,15 @@ mod tests {
     use crate::testing::{Harness, pool};
 
     fn vlan(id: u16) -> VlanSpec {
-        VlanSpec {
-            id,
-            name: format!("v{id}"),
-            nodes: vec![],
-        }
+        VlanSpec { id, name: format!("v{id}"), nodes: vec![] }
     }
 
     #[test]
     fn put_vlan_refuses_ids_outside_1_to_4094() {
         let mut h = Harness::new();
-        assert_eq!(
-            h.refused(Command::PutVlan(vlan(0))),
-            IpamError::InvalidVlan { vlan: 0 }
-        );
-        assert_eq!(
-            h.refused(Command::PutVlan(vlan(4095))),
-            IpamError::InvalidVlan { vlan: 4095 }
-        );
-        let e = h.refused(Command::PutVlan(VlanSpec {
-            nodes: vec![String::new()],
-            ..vlan(5)
-        }));
+        assert_eq!(h.refused(Command::PutVlan(vlan(0))), IpamError::InvalidVlan { vlan: 0 });
+        assert_eq!(h.refused(Command::PutVlan(vlan(4095))), IpamError::InvalidVlan { vlan: 4095 });
+        let e = h.refused(Command::PutVlan(VlanSpec { nodes: vec![String::new()], ..vlan(5) }));
         assert!(matches!(e, IpamError::InvalidArgument { .. }));
     }
 
@@ -70,11 +54,7 @@ mod tests {
         let mut h = Harness::new();
         h.ok(Command::PutVlan(vlan(4094)));
         h.ok(Command::PutVlan(vlan(1)));
-        let v = VlanSpec {
-            id: 1,
-            name: "mgmt".into(),
-            nodes: vec!["n1".into()],
-        };
+        let v = VlanSpec { id: 1, name: "mgmt".into(), nodes: vec!["n1".into()] };
         h.ok(Command::PutVlan(v.clone()));
         assert_eq!(h.state.vlans(), vec![v.clone(), vlan(4094)]);
         assert_eq!(h.state.vlan(1), Some(&v));
@@ -84,21 +64,9 @@ mod tests {
     fn delete_vlan_is_refused_while_a_pool_uses_it() {
         let mut h = Harness::new();
         h.ok(Command::PutVlan(vlan(100)));
-        h.create(PoolSpec {
-            vlan: Some(100),
-            ..pool("p", "10.0.0.0/24")
-        });
-        assert_eq!(
-            h.refused(Command::DeleteVlan { id: 100 }),
-            IpamError::VlanInUse {
-                vlan: 100,
-                pool: "p".into()
-            }
-        );
-        h.ok(Command::DeletePool {
-            name: "p".into(),
-            force: false,
-        });
+        h.create(PoolSpec { vlan: Some(100), ..pool("p", "10.0.0.0/24") });
+        assert_eq!(h.refused(Command::DeleteVlan { id: 100 }), IpamError::VlanInUse { vlan: 100, pool: "p".into() });
+        h.ok(Command::DeletePool { name: "p".into(), force: false });
         h.ok(Command::DeleteVlan { id: 100 });
         assert!(h.state.vlans().is_empty());
     }
@@ -106,9 +74,6 @@ mod tests {
     #[test]
     fn delete_vlan_of_an_unknown_id_is_not_found() {
         let mut h = Harness::new();
-        assert_eq!(
-            h.refused(Command::DeleteVlan { id: 7 }),
-            IpamError::VlanNotFound { vlan: 7 }
-        );
+        assert_eq!(h.refused(Command::DeleteVlan { id: 7 }), IpamError::VlanNotFound { vlan: 7 });
     }
 }
