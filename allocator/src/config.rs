@@ -39,7 +39,9 @@ pub struct Flags {
     /// Raft heartbeat interval.
     #[arg(long, env = "HC_ALLOCATOR_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Lower bound of the randomized election timeout (the upper bound is twice this).
+    /// Lower bound of the randomized election timeout (the upper bound is twice this). A new
+    /// leader is elected within about the upper bound (openraft's followers honour the old
+    /// leader's lease for that long) plus one timeout, so this sets the failover time.
     #[arg(long, env = "HC_ALLOCATOR_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Build a snapshot (and compact the log) after this many entries.
@@ -118,7 +120,7 @@ impl Config {
         let grpc_addr = flags.grpc_addr.or(file.grpc_addr).unwrap_or(parse_default(DEFAULT_GRPC_ADDR));
         let heartbeat = Duration::from_millis(flags.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100));
         let election_timeout =
-            Duration::from_millis(flags.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(500));
+            Duration::from_millis(flags.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(300));
         let snapshot_every = flags.snapshot_every.or(file.snapshot_every).unwrap_or(20_000);
         let lease_check = Duration::from_millis(flags.lease_check_ms.or(file.lease_check_ms).unwrap_or(100));
 

@@ -73,7 +73,8 @@ impl Ipam for IpamService {
         if let (true, Output::Lease(lease)) = (granted && self.replica.is_leader(), &out) {
             self.leases.granted(lease);
         }
-        Ok(Response::new(ProposeReply { output_json: json(&out)?, log_index }))
+        let leader = self.replica.leader().await.1.map(|n| n.raft_addr).unwrap_or_default();
+        Ok(Response::new(ProposeReply { output_json: json(&out)?, log_index, leader }))
     }
 
     async fn list_allocations(&self, req: Request<ListAllocationsRequest>) -> Result<Response<JsonReply>, Status> {

@@ -20,6 +20,16 @@ use crate::proto::{
 };
 use crate::types::{AllocateRequest, Allocated, Allocation, Fence, Lease, ReleaseTarget, Released};
 
+/// Longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A random duration in [d/2, d].
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    d / 2 + Duration::from_nanos(r % (d.as_nanos() as u64 / 2 + 1))
+}
+
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// How long one call may take in all, retries included.
@@ -41,6 +51,8 @@ pub struct Client {
     /// Index of the replica believed to be the leader.
     current: AtomicUsize,
     config: ClientConfig,
+    /// Move to the leader a follower forwarded to (saves a hop per call).
+    follow_leader: bool,
 }
 
 impl Client {
@@ -61,7 +73,14 @@ impl Client {
                     .map_err(|err| IpamError::invalid("endpoint", format!("{e}: {err}")))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Client { endpoints, channels, current: AtomicUsize::new(0), config })
+        Ok(Client { endpoints, channels, current: AtomicUsize::new(0), config, follow_leader: true })
+    }
+
+    /// Keeps sending to the first endpoint (while it answers) instead of moving to the leader
+    /// it forwards to: for exercising writes through a chosen follower.
+    pub fn stay_on_endpoint(mut self) -> Self {
+        self.follow_leader = false;
+        self
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -75,7 +94,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Duration::from_millis(5);
         loop {
             let idx = self.current.load(Ordering::Relaxed) % self.channels.len();
             let client = IpamClient::new(self.channels[idx].clone());
@@ -107,8 +126,16 @@ impl Client {
             if started.elapsed() + backoff > self.config.deadline {
                 return Err(err);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(300));
+            // Jittered, so that many clients failing over together do not retry in lockstep.
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Moves this client to `leader` (a gRPC address) if it is one of its endpoints.
+    fn follow(&self, leader: &str) {
+        if let Some(i) = self.endpoints.iter().position(|e| e == leader) {
+            self.current.store(i, Ordering::Relaxed);
         }
     }
 
@@ -122,6 +149,9 @@ impl Client {
                 async move { c.propose(req).await.map(|r| r.into_inner()) }
             })
             .await?;
+        if self.follow_leader && !reply.leader.is_empty() {
+            self.follow(&reply.leader);
+        }
         serde_json::from_str(&reply.output_json)
             .map_err(|e| IpamError::Unavailable { reason: format!("undecodable reply: {e}") })
     }

@@ -159,7 +159,9 @@ impl Cluster {
         let mut eps = self.endpoints();
         let n = eps.len();
         eps.rotate_left(first % n);
-        Client::new(eps, ClientConfig { deadline: Duration::from_secs(30), attempt_timeout: Duration::from_secs(3) })
+        let config = ClientConfig { deadline: Duration::from_secs(30), attempt_timeout: Duration::from_secs(3) };
+        // Stay on the chosen replica: these tests exercise writes through followers.
+        Client::new(eps, config).map(Client::stay_on_endpoint)
             .unwrap()
     }
 
