@@ -12,6 +12,7 @@ use crate::replica::ClusterStatus;
 
 pub const PROPOSAL_SECONDS: &str = "hc_allocator_proposal_duration_seconds";
 pub const APPLY_SECONDS: &str = "hc_allocator_apply_duration_seconds";
+pub const SNAPSHOT_BYTES: &str = "hc_allocator_raft_snapshot_size_bytes";
 pub const ALLOCATIONS: &str = "hc_allocator_allocations_total";
 pub const RELEASES: &str = "hc_allocator_released_addresses_total";
 pub const FENCING_REJECTIONS: &str = "hc_allocator_fencing_rejections_total";
@@ -42,7 +43,21 @@ fn describe() {
         Unit::Seconds,
         "Time from proposing a command to its applied result (commit on a majority + apply), by command and result."
     );
-    describe_histogram!(APPLY_SECONDS, Unit::Seconds, "Time the state machine took to apply a batch of entries.");
+    describe_histogram!(APPLY_SECONDS, Unit::Seconds, "Time the state machine took to apply one entry.");
+    describe_gauge!(SNAPSHOT_BYTES, Unit::Bytes, "Size of the latest snapshot this replica built.");
+    describe_histogram!(
+        "hc_allocator_raft_log_sync_seconds",
+        Unit::Seconds,
+        "Time of one group sync of the log's WAL."
+    );
+    describe_histogram!("hc_allocator_raft_log_sync_batch", "Appends covered by one WAL sync.");
+    describe_counter!("hc_allocator_raft_log_appended_entries_total", "Entries appended to this replica's log.");
+    describe_counter!("hc_allocator_raft_applied_entries_total", "Entries applied to the state machine.");
+    describe_histogram!(
+        "hc_allocator_raft_snapshot_build_seconds",
+        Unit::Seconds,
+        "Time to build and persist a snapshot."
+    );
     describe_counter!(ALLOCATIONS, "Allocation commands by pool and result (ok, existing, or the error kind).");
     describe_counter!(RELEASES, "Addresses released, by pool.");
     describe_counter!(FENCING_REJECTIONS, "Node writes refused for a stale token or a missing lease.");

@@ -62,6 +62,9 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             });
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Notice a peer that vanished without a reset (a partition) within seconds.
+            .http2_keepalive_interval(Some(Duration::from_secs(1)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(2)))
             .add_service(raft::raft_service(raft.clone()))
             .add_service(crate::grpc::ipam_service(replica.clone(), leases.clone()));
         tokio::spawn(async move {

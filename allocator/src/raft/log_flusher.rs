@@ -9,8 +9,8 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use openraft::storage::IOFlushed;
-use rocksdb::DB;
 
+use crate::raft::database::Database;
 use crate::raft::type_config::TypeConfig;
 
 /// Sending half of the flush queue. Dropping the last `LogFlusher` ends the thread.
@@ -21,7 +21,7 @@ pub(crate) struct LogFlusher {
 impl LogFlusher {
     /// Starts the flush thread. It holds the database weakly so that closing the store closes
     /// the database (a reopen in the same process must find the RocksDB lock released).
-    pub(crate) fn start(db: &Arc<DB>) -> io::Result<Self> {
+    pub(crate) fn start(db: &Arc<Database>) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let db = Arc::downgrade(db);
         std::thread::Builder::new().name("raft-log-flush".to_owned()).spawn(move || run(&db, &rx))?;
@@ -39,7 +39,7 @@ impl LogFlusher {
     }
 }
 
-fn run(db: &Weak<DB>, rx: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn run(db: &Weak<Database>, rx: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());

@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::raft::codec;
+use crate::raft::database::{Database, DatabaseClosed};
 use crate::raft::log_flusher::LogFlusher;
 use crate::raft::run_blocking;
 use crate::raft::type_config::{Entry, LogId, TypeConfig, Vote};
@@ -39,22 +40,28 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// The log storage handed to openraft. Writes are serialized by openraft (it awaits each call).
 pub struct LogStore {
-    db: Arc<DB>,
+    db: Arc<Database>,
     flusher: LogFlusher,
 }
 
 /// A read-only view of the log for openraft's replication tasks.
 #[derive(Clone)]
 pub struct LogReader {
-    db: Arc<DB>,
+    db: Arc<Database>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> io::Result<Self> {
+    pub(crate) fn new(db: Arc<Database>) -> io::Result<Self> {
         cf(&db, CF_LOGS)?;
         cf(&db, CF_META)?;
         let flusher = LogFlusher::start(&db)?;
         Ok(Self { db, flusher })
+    }
+
+    /// Resolves when the database is closed, i.e. once this store, its readers and the Raft
+    /// that owns them are all gone. Take it before handing the store to [`openraft::Raft`].
+    pub fn closed(&self) -> DatabaseClosed {
+        self.db.closed()
     }
 
     fn reader(&self) -> LogReader {

@@ -3,7 +3,7 @@
 //! Layout:
 //! - `type_config.rs`: [`TypeConfig`], the [`Raft`] handle type, [`NodeInfo`];
 //! - `log_store.rs`: [`LogStore`], the log and vote in RocksDB; `log_flusher.rs`: its group
-//!   WAL sync;
+//!   WAL sync; `database.rs`: the shared RocksDB handle, which reports when it is closed;
 //! - `state_machine.rs`: [`StateMachineStore`], the applied [`hc_allocator_state::State`];
 //! - `snapshot_store.rs`: the latest snapshot as a file ([`SnapshotFile`]);
 //! - `network.rs`: [`NetworkFactory`], the gRPC client side;
@@ -22,8 +22,12 @@
 //! let raft = raft::Raft::new(node_id, config, network, log_store, state_machine).await?;
 //! // add raft::raft_service(raft.clone()) to the replica's tonic server
 //! ```
+//! To reopen the same directory in the same process, take `log_store.closed()` before handing
+//! the store to Raft, and wait on it after `raft.shutdown()`: RocksDB's lock is released only
+//! once openraft's tasks have dropped their handles.
 
 mod codec;
+mod database;
 mod log_flusher;
 mod log_store;
 mod network;
@@ -38,6 +42,9 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, Options};
 
+use self::database::Database;
+
+pub use self::database::DatabaseClosed;
 pub use self::log_store::{LogReader, LogStore};
 pub use self::network::{NetworkFactory, PeerClient};
 pub use self::service::{RaftService, raft_service};
@@ -91,7 +98,7 @@ pub async fn open_storage(data_dir: &Path) -> Result<(LogStore, StateMachineStor
 fn open_storage_blocking(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenStorageError> {
     let db_path = data_dir.join(DB_DIR);
     let db = open_db(&db_path).map_err(|source| OpenStorageError::Database { path: db_path.clone(), source })?;
-    let db = Arc::new(db);
+    let db = Arc::new(Database::new(db));
 
     let snapshot_path = data_dir.join(SNAPSHOT_DIR);
     let (snapshots, loaded) = SnapshotStore::open(&snapshot_path)

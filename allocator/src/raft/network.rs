@@ -272,9 +272,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let mut client = self.client()?;
             let link = self.link;
             let target = link.target;
-            // An entry that cannot be encoded ends the request stream; the follower answers what
-            // it got and openraft resends the rest in a new stream.
+            // Openraft's request stream never ends by itself. End it when openraft drops the
+            // response stream (session over, or the peer ended it), so the HTTP/2 stream closes
+            // on both sides and the peer's graceful shutdown is not left waiting for it.
+            // An entry that cannot be encoded also ends it; the follower answers what it got and
+            // openraft resends the rest in a new stream.
+            let (session_open, session_over) = tokio::sync::oneshot::channel::<()>();
             let requests = input
+                .take_until(session_over)
                 .map(|req| codec::encode(&req))
                 .take_while(move |encoded| {
                     if let Err(e) = encoded {
@@ -290,9 +295,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 Ok(Err(status)) => return Err(link.status_error(RPCTypes::AppendEntries, ttl, &status)),
                 Ok(Ok(responses)) => responses.into_inner(),
             };
-            let results = responses.map(move |item| match item {
-                Ok(msg) => codec::decode::<StreamAppendResult<TypeConfig>>(&msg.payload).map_err(|e| unreachable(&e)),
-                Err(status) => Err(link.status_error(RPCTypes::AppendEntries, ttl, &status)),
+            let results = responses.map(move |item| {
+                // Held (dropped) with the response stream: see `session_over`.
+                let _session = &session_open;
+                match item {
+                    Ok(msg) => {
+                        codec::decode::<StreamAppendResult<TypeConfig>>(&msg.payload).map_err(|e| unreachable(&e))
+                    }
+                    Err(status) => Err(link.status_error(RPCTypes::AppendEntries, ttl, &status)),
+                }
             });
             Ok(Box::pin(results) as BoxStream<'s, _>)
         })

@@ -10,6 +10,7 @@ use futures::{Stream, StreamExt, future};
 use hc_api::proto::raft_server::{self, RaftServer};
 use hc_api::proto::raft_snapshot_chunk::Chunk;
 use hc_api::proto::{RaftMessage, RaftSnapshotChunk};
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse, StreamAppendResult, TransferLeaderRequest, VoteRequest};
 use serde::Serialize;
@@ -127,6 +128,7 @@ impl raft_server::Raft for RaftService {
         // undecodable payload); openraft then answers everything before it and closes.
         let requests = request
             .into_inner()
+            .take_until(stopped(self.raft.clone()))
             .map(|item| {
                 item.map_err(|status| status.to_string())
                     .and_then(|msg| decode::<AppendEntriesRequest<TypeConfig>>(&msg.payload).map_err(|s| s.to_string()))
@@ -139,10 +141,16 @@ impl raft_server::Raft for RaftService {
             })
             .filter_map(|item| future::ready(item.ok()));
 
-        let responses = self.raft.stream_append(requests).map(|result| match result {
-            Ok(append) => encode::<StreamAppendResult<TypeConfig>>(&append).map(|payload| RaftMessage { payload }),
-            Err(e) => Err(fatal(&e)),
-        });
+        // Ended when this Raft stops: openraft's stream would otherwise wait for the next
+        // request forever, and the server's graceful shutdown waits for every open stream.
+        let responses = self
+            .raft
+            .stream_append(requests)
+            .map(|result| match result {
+                Ok(append) => encode::<StreamAppendResult<TypeConfig>>(&append).map(|payload| RaftMessage { payload }),
+                Err(e) => Err(fatal(&e)),
+            })
+            .take_until(stopped(self.raft.clone()));
         Ok(Response::new(Box::pin(responses)))
     }
 
@@ -159,6 +167,19 @@ impl raft_server::Raft for RaftService {
         let req: TransferLeaderRequest<TypeConfig> = decode(&request.into_inner().payload)?;
         let resp = self.raft.handle_transfer_leader(req).await.map_err(|e| fatal(&e))?;
         reply(&resp)
+    }
+}
+
+/// Resolves once `raft` has stopped (its metrics channel closes or reports the stop).
+async fn stopped(raft: Raft) {
+    let mut metrics = raft.metrics();
+    loop {
+        if metrics.borrow_watched().running_state.is_err() {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -74,6 +74,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             let ctx = ApplyContext { log_index: log_id.index };
+            let started = std::time::Instant::now();
             let mut state = self.state.write().map_err(|_| poisoned())?;
             let response = match entry.payload {
                 EntryPayload::Normal(request) => state.apply(ctx, &request),
@@ -88,6 +89,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             drop(state);
+            metrics::histogram!(crate::metrics::APPLY_SECONDS).record(started.elapsed());
             self.last_applied = Some(log_id);
             metrics::counter!("hc_allocator_raft_applied_entries_total").increment(1);
             if let Some(responder) = responder {
@@ -147,7 +149,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let started = std::time::Instant::now();
         let file = run_blocking(move || snapshots.save_built(&meta, &state)).await?;
         metrics::histogram!("hc_allocator_raft_snapshot_build_seconds").record(started.elapsed());
-        tracing::info!(snapshot = %self.meta, "built snapshot");
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        metrics::gauge!(crate::metrics::SNAPSHOT_BYTES).set(bytes as f64);
+        tracing::info!(snapshot = %self.meta, bytes, "built snapshot");
         Ok(Snapshot { meta: self.meta.clone(), snapshot: SnapshotFile::new(file) })
     }
 }

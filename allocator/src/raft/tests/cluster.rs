@@ -2,6 +2,7 @@
 //! No sleeps: every wait is on Raft metrics, with a deadline.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::grant_lease;
-use crate::raft::{NetworkFactory, NodeInfo, Raft, open_storage, raft_config, raft_service};
+use crate::raft::{DatabaseClosed, NetworkFactory, NodeInfo, Raft, open_storage, raft_config, raft_service};
 
 const DEADLINE: Option<Duration> = Some(Duration::from_secs(20));
 
@@ -23,15 +24,21 @@ struct Replica {
     raft: Raft,
     node: NodeInfo,
     state: Arc<RwLock<State>>,
+    closed: DatabaseClosed,
     stop_server: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Replica {
     async fn start(id: u64, config: &Arc<openraft::Config>) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, id, config).await
+    }
+
+    /// Starts a replica on the data in `dir` (a restart, if it holds some).
+    async fn start_in(dir: TempDir, id: u64, config: &Arc<openraft::Config>) -> anyhow::Result<Self> {
         let (log_store, state_machine) = open_storage(dir.path()).await?;
+        let closed = log_store.closed();
         let state = state_machine.state();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let node = NodeInfo { raft_addr: listener.local_addr()?.to_string(), rest_addr: String::new() };
@@ -45,18 +52,20 @@ impl Replica {
                 },
             ),
         );
-        Ok(Self { raft, node, state, stop_server, server, _dir: dir })
+        Ok(Self { raft, node, state, closed, stop_server, server, dir })
     }
 
     fn state(&self) -> State {
         self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    /// Stops Raft and the server; returns the data directory for a restart.
+    async fn stop(self) -> anyhow::Result<TempDir> {
         self.raft.shutdown().await?;
         let _ = self.stop_server.send(());
         self.server.await??;
-        Ok(())
+        self.closed.wait().await;
+        Ok(self.dir)
     }
 }
 
@@ -64,6 +73,11 @@ impl Replica {
 /// gRPC; it must end with exactly the leader's state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_member_catches_up_through_snapshot_after_purge() -> anyhow::Result<()> {
+    init_tracing();
+    within_deadline(catch_up_through_snapshot()).await
+}
+
+async fn catch_up_through_snapshot() -> anyhow::Result<()> {
     let mut config = raft_config(50, 250, 20)?;
     // Purge right after each snapshot, so the first entries are gone from every log.
     config.max_in_snapshot_log_to_keep = 0;
@@ -73,14 +87,7 @@ async fn new_member_catches_up_through_snapshot_after_purge() -> anyhow::Result<
     let r2 = Replica::start(2, &config).await?;
     let members = BTreeMap::from([(1, r1.node.clone()), (2, r2.node.clone())]);
     r1.raft.initialize(members).await?;
-    // Leading, and its first entry of the term applied: it accepts writes from here on.
-    r1.raft
-        .wait(DEADLINE)
-        .metrics(
-            |m| m.state == ServerState::Leader && m.last_applied.is_some_and(|a| a.leader_id.term == m.current_term),
-            "replica 1 leads",
-        )
-        .await?;
+    wait_leads(&r1).await?;
 
     for i in 0..60 {
         let written = r1.raft.client_write(grant_lease(&format!("node-{i}"))).await?;
@@ -111,4 +118,73 @@ async fn new_member_catches_up_through_snapshot_after_purge() -> anyhow::Result<
         replica.stop().await?;
     }
     Ok(())
+}
+
+/// A restarted replica loads its snapshot and re-applies only the log after it, back to the
+/// state it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_restores_snapshot_then_log_tail() -> anyhow::Result<()> {
+    init_tracing();
+    within_deadline(restart_from_disk()).await
+}
+
+async fn restart_from_disk() -> anyhow::Result<()> {
+    let mut config = raft_config(50, 250, 10)?;
+    config.max_in_snapshot_log_to_keep = 0;
+    let config = Arc::new(config);
+
+    let r1 = Replica::start(1, &config).await?;
+    r1.raft.initialize(BTreeMap::from([(1, r1.node.clone())])).await?;
+    wait_leads(&r1).await?;
+    for i in 0..25 {
+        r1.raft.client_write(grant_lease(&format!("node-{i}"))).await?;
+    }
+    let m = r1
+        .raft
+        .wait(DEADLINE)
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 10) && m.purged == m.snapshot, "snapshot and purge")
+        .await?;
+    let (last, snapshot) = (m.last_applied, m.snapshot);
+    assert!(snapshot < last, "some entries must be after the snapshot: {snapshot:?} {last:?}");
+    let before = r1.state();
+    let dir = r1.stop().await?;
+
+    let (log_store, state_machine) = open_storage(dir.path()).await?;
+    let closed = log_store.closed();
+    let loaded = state_machine.state().read().map(|s| s.last_applied_index()).unwrap_or_default();
+    assert_eq!(Some(loaded), snapshot.map(|s| s.index), "open loads the snapshot, not more");
+    drop((log_store, state_machine));
+    closed.wait().await;
+
+    let r1 = Replica::start_in(dir, 1, &config).await?;
+    r1.raft.wait(DEADLINE).applied_index_at_least(last.map(|l| l.index), "log tail re-applied").await?;
+    assert_eq!(r1.state(), before);
+    r1.stop().await?;
+    Ok(())
+}
+
+async fn wait_leads(replica: &Replica) -> anyhow::Result<()> {
+    // Leading, with its first entry of the term applied: it accepts writes from here on.
+    replica
+        .raft
+        .wait(DEADLINE)
+        .metrics(
+            |m| m.state == ServerState::Leader && m.last_applied.is_some_and(|a| a.leader_id.term == m.current_term),
+            "leads",
+        )
+        .await?;
+    Ok(())
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn within_deadline(scenario: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(120), scenario)
+        .await
+        .map_err(|_| anyhow::anyhow!("the scenario did not finish in time"))?
 }
