@@ -161,8 +161,7 @@ impl Cluster {
         eps.rotate_left(first % n);
         let config = ClientConfig { deadline: Duration::from_secs(30), attempt_timeout: Duration::from_secs(3) };
         // Stay on the chosen replica: these tests exercise writes through followers.
-        Client::new(eps, config).map(Client::stay_on_endpoint)
-            .unwrap()
+        Client::new(eps, config).map(Client::stay_on_endpoint).unwrap()
     }
 
     /// A client for direct per-replica reads (`status_at`, `list_allocations_at` by index).
