@@ -175,7 +175,9 @@ pub fn parse_cni_args(raw: &str) -> Result<CniArgs, CniError> {
         (Some(namespace), Some(pod)) => Some(PodRef { namespace, pod, uid }),
         (None, None) => None,
         (Some(_), None) => return Err(bad("K8S_POD_NAMESPACE without K8S_POD_NAME".into())),
-        (None, Some(_)) => return Err(bad("K8S_POD_NAME without K8S_POD_NAMESPACE".into())),
+        // podman sends K8S_POD_NAME (the container's name) without a namespace: not a
+        // Kubernetes pod, so no pod reference (and no reservation keys) rather than a refusal.
+        (None, Some(_)) => None,
     };
     Ok(CniArgs { k8s, ips })
 }
@@ -307,9 +309,11 @@ mod tests {
     }
 
     #[test]
-    fn half_a_pod_identity_is_refused() {
-        assert!(parse_cni_args("K8S_POD_NAME=p").is_err());
+    fn half_a_pod_identity_is_refused_except_podmans() {
         assert!(parse_cni_args("K8S_POD_NAMESPACE=n").is_err());
+        // podman names the container in K8S_POD_NAME and sends no namespace.
+        let podman = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=p").expect("podman's CNI_ARGS");
+        assert!(podman.k8s.is_none());
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! [`Agent`]: what the CNI server, the lease keeper and the reconciler share, and [`run`],
+//! which starts them and stops them on one shutdown signal.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use hc_api::client::ClientConfig;
+use tokio::sync::{RwLock, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::cni_server;
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::datapath::{AttachmentId, Datapath, NetnsRef};
+use crate::lease::{LeaseHandle, LeaseKeeper};
+use crate::metrics;
+use crate::reconciler::Reconciler;
+use crate::store::Store;
+
+/// How long a pool stays "exhausted" for STATUS after an ADD found it so, unless an ADD
+/// succeeds or an address of it is released first (the operator may have grown the pool).
+pub const EXHAUSTED_FOR: Duration = Duration::from_secs(60);
+
+pub struct Agent {
+    pub config: Config,
+    pub allocator: Connection,
+    pub lease: Arc<LeaseHandle>,
+    pub store: Store,
+    /// Guards every datapath call: the datapath is not safe for concurrent use (overlapping
+    /// netlink dumps on its one host socket fail with EBUSY, and two converge loops would
+    /// fight over shared links such as the bridge). Allocation, the slow part of an ADD,
+    /// stays concurrent; only the ~10 ms of netlink work is serialised.
+    pub datapath: tokio::sync::Mutex<Datapath>,
+    /// Single-attachment verbs (ADD, DEL, CHECK) hold it shared; whole-node passes (reconcile
+    /// with the allocator, GC, the datapath reconcile) exclusively, so that a reconcile never
+    /// runs between an ADD's allocation and its record (it would release the new address) or
+    /// between a DEL's teardown and its record removal (it would rebuild the veth).
+    pub gate: RwLock<()>,
+    /// One lock per attachment, so calls for the same attachment run one after the other.
+    /// Guards only the map; entries are dropped when no call holds them.
+    locks: Mutex<HashMap<AttachmentId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Network name → (pool, when) the last ADD on it found exhausted; STATUS reports it.
+    /// Guards only the map.
+    exhausted: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Agent {
+    pub fn new(
+        config: Config,
+        allocator: Connection,
+        lease: Arc<LeaseHandle>,
+        store: Store,
+        datapath: Datapath,
+    ) -> Agent {
+        Agent {
+            config,
+            allocator,
+            lease,
+            store,
+            datapath: tokio::sync::Mutex::new(datapath),
+            gate: RwLock::new(()),
+            locks: Mutex::new(HashMap::new()),
+            exhausted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lock of one attachment.
+    pub fn attachment_lock(&self, id: &AttachmentId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(id.clone()).or_default().clone()
+    }
+
+    pub fn mark_exhausted(&self, network: &str, pool: &str) {
+        let mut map = self.exhausted.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(network.to_owned(), (pool.to_owned(), Instant::now()));
+    }
+
+    /// An ADD on `network` succeeded: its pool is not exhausted (any more).
+    pub fn clear_exhausted_network(&self, network: &str) {
+        self.exhausted.lock().unwrap_or_else(|p| p.into_inner()).remove(network);
+    }
+
+    /// An address of `pool` was released.
+    pub fn clear_exhausted_pool(&self, pool: &str) {
+        self.exhausted.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (p, _)| p != pool);
+    }
+
+    /// The pool the last ADD on `network` found exhausted, if recent.
+    pub fn exhausted_pool(&self, network: &str) -> Option<String> {
+        let map = self.exhausted.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(network).filter(|(_, at)| at.elapsed() < EXHAUSTED_FOR).map(|(p, _)| p.clone())
+    }
+}
+
+/// Starts everything and runs until `shutdown` fires; then stops the CNI server first (no new
+/// requests), lets requests in flight finish for a bounded time, and returns.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let prometheus = metrics::install();
+    let metrics_listener =
+        metrics::bind(config.metrics_addr).await.with_context(|| format!("binding {}", config.metrics_addr))?;
+    let store = Store::open(&config.state_dir)?;
+    metrics::attachments(store.len());
+    info!(attachments = store.len(), dir = %config.state_dir.display(), "attachment record loaded");
+    let host_ns = config.node_netns.clone().map_or(NetnsRef::Current, NetnsRef::path);
+    let datapath = Datapath::connect(config.datapath.clone(), host_ns).await.context("connecting the datapath")?;
+    match datapath.enable_br_netfilter().await {
+        Ok(state) => info!(?state, "br_netfilter"),
+        Err(e) => warn!(error = %e, "cannot enable br_netfilter; Service ClusterIPs may not work on bridged traffic"),
+    }
+    let allocator = Connection::new(
+        config.allocators.clone(),
+        ClientConfig { deadline: Duration::from_secs(10), attempt_timeout: Duration::from_secs(2) },
+    )?;
+    let listener = cni_server::bind(&config.socket)?;
+    info!(socket = %config.socket.display(), node = %config.node, "serving CNI requests");
+    let lease = LeaseHandle::new();
+    metrics::lease_valid(false);
+    let agent = Arc::new(Agent::new(config.clone(), allocator, lease.clone(), store, datapath));
+
+    let keeper = LeaseKeeper {
+        allocator: Connection::new(
+            config.allocators.clone(),
+            // A grant is a replicated write: give each attempt a second even with short keep-alives.
+            ClientConfig { deadline: config.lease_ttl, attempt_timeout: config.keepalive.max(Duration::from_secs(1)) },
+        )?,
+        node: config.node.clone(),
+        ttl: config.lease_ttl,
+        interval: config.keepalive,
+        handle: lease.clone(),
+    };
+    let reconciler = Reconciler { agent: agent.clone() };
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let shutdown = shutdown.clone();
+        let reconciler = Reconciler { agent: agent.clone() };
+        tasks.spawn(async move { keeper.run(&reconciler, shutdown).await });
+    }
+    tasks.spawn(reconciler.run_periodic(shutdown.clone()));
+    tasks.spawn(cni_server::serve(listener, agent.clone(), config.max_concurrent, shutdown.clone()));
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = metrics::serve(metrics_listener, prometheus, lease, shutdown).await {
+                warn!(error = %e, "metrics server failed");
+            }
+        });
+    }
+    let mut shutdown = shutdown;
+    let _ = shutdown.wait_for(|s| *s).await;
+    info!("shutting down");
+    let drained =
+        tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!("tasks did not stop within 10 s; leaving");
+    }
+    remove_socket(&config.socket);
+    Ok(())
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(error = %e, path = %path.display(), "cannot remove the socket");
+    }
+}

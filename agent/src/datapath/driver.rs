@@ -1,0 +1,329 @@
+//! The datapath driver: validate → setup / check / teardown / reconcile, each a loop of
+//! observe → diff → plan → execute until nothing differs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, info, warn};
+
+use super::announce;
+use super::br_netfilter::{self, BrNetfilter};
+use super::desired::{AttachmentId, DesiredAttachment, DesiredNode, MacAddr};
+use super::drift::{Drift, diff_attachment, diff_node, orphan_ports};
+use super::error::{DatapathError, TeardownError, TeardownFailure};
+use super::netlink::Netlink;
+use super::netns::{self, NetnsRef};
+use super::observed::{HostView, PodView};
+use super::plan::{Action, plan};
+
+/// Rounds of observe → repair before giving up. A fresh attachment needs two (build; then drop
+/// the default VLAN the kernel gives a new port), the third confirms.
+const MAX_ROUNDS: usize = 4;
+
+/// The datapath of one node, bound to the node's network namespace.
+pub struct Datapath {
+    node: DesiredNode,
+    host_ns: NetnsRef,
+    host: Netlink,
+}
+
+/// What setup built (or found already built): the facts a CNI result reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub host_veth: String,
+    pub host_mac: Option<MacAddr>,
+    pub ifname: String,
+    pub pod_mac: Option<MacAddr>,
+    pub netns: PathBuf,
+    /// What had to be repaired or built; empty when the attachment was already complete (a
+    /// repeated ADD).
+    pub repaired: Vec<Drift>,
+}
+
+/// What one reconcile pass found and did.
+#[derive(Debug, Default)]
+pub struct ReconcileReport {
+    /// Drifts that were repaired.
+    pub repaired: Vec<Drift>,
+    /// Attachments (or the node, with `None`) that could not be brought to their desired state.
+    pub failed: Vec<(Option<AttachmentId>, DatapathError)>,
+}
+
+/// A pod namespace's netlink connection, opened once per operation (`None`: namespace gone).
+type PodConns = HashMap<PathBuf, Option<Netlink>>;
+
+impl Datapath {
+    /// Validates the node's desired state and connects to its namespace (`NetnsRef::Current`
+    /// in production; tests use a namespace of their own as the "node").
+    pub async fn connect(node: DesiredNode, host_ns: NetnsRef) -> Result<Self, DatapathError> {
+        node.validate()?;
+        let Some(host) = Netlink::connect(&host_ns).await? else {
+            let path = match &host_ns {
+                NetnsRef::Path(p) => p.clone(),
+                NetnsRef::Current => PathBuf::new(),
+            };
+            return Err(DatapathError::Conflict { drifts: vec![Drift::NetnsMissing { netns: path }] });
+        };
+        Ok(Datapath { node, host_ns, host })
+    }
+
+    pub fn node(&self) -> &DesiredNode {
+        &self.node
+    }
+
+    /// The node namespace's links and bridge VLANs.
+    pub async fn host_view(&self) -> Result<HostView, DatapathError> {
+        self.host.host_view().await
+    }
+
+    /// The pod side of `att` as the kernel reports it.
+    pub async fn pod_view(&self, att: &DesiredAttachment) -> Result<PodView, DatapathError> {
+        let mut conns = PodConns::new();
+        pod_view(&mut conns, att).await
+    }
+
+    /// Builds the node's bridges and uplink configuration for pods in `vlans`.
+    pub async fn ensure_node(&self, vlans: &BTreeSet<Option<u16>>) -> Result<Vec<Drift>, DatapathError> {
+        self.converge(Some(vlans), None, &mut PodConns::new()).await
+    }
+
+    /// Builds one attachment (and what the node needs for its VLAN). Idempotent: a complete
+    /// attachment is left alone. On failure whatever was built for it is removed again.
+    #[tracing::instrument(skip_all, fields(container_id = %att.container_id, ifname = %att.ifname, vlan = ?att.vlan))]
+    pub async fn setup(&self, att: &DesiredAttachment) -> Result<Attached, DatapathError> {
+        att.validate(&self.node)?;
+        let vlans = BTreeSet::from([att.vlan]);
+        let mut conns = PodConns::new();
+        // An attachment that existed before this call is never torn down by it: a failed
+        // repair must not take down a working pod, and a conflict must not remove what is not
+        // ours. Anything this call created is removed again on failure.
+        let existed = self.host.link(&att.host_veth).await?.is_some();
+        let repaired = match self.converge(Some(&vlans), Some(att), &mut conns).await {
+            Ok(repaired) => repaired,
+            Err(e) if existed => return Err(e),
+            Err(e) => {
+                warn!(error = %e, "setup failed; removing what was built");
+                return Err(match self.teardown(&att.id()).await {
+                    Ok(()) => e,
+                    Err(cleanup) => DatapathError::SetupAndCleanup { source: Box::new(e), cleanup },
+                });
+            }
+        };
+        let host_mac = self.host.link(&att.host_veth).await?.and_then(|l| l.mac);
+        let pod_mac = pod_view(&mut conns, att).await?.link.and_then(|l| l.mac);
+        if !repaired.is_empty() {
+            info!(host_veth = %att.host_veth, changes = repaired.len(), "attachment built");
+        }
+        Ok(Attached {
+            host_veth: att.host_veth.clone(),
+            host_mac,
+            ifname: att.ifname.clone(),
+            pod_mac,
+            netns: att.netns.clone(),
+            repaired,
+        })
+    }
+
+    /// Every way `att` differs from what it should be, node-level state for its VLAN included
+    /// (CNI CHECK). Changes nothing.
+    pub async fn check(&self, att: &DesiredAttachment) -> Result<Vec<Drift>, DatapathError> {
+        att.validate(&self.node)?;
+        self.diff(Some(&BTreeSet::from([att.vlan])), Some(att), &mut PodConns::new()).await
+    }
+
+    /// Removes an attachment: deleting the host veth deletes its peer in the pod, and with it
+    /// the pod's addresses and routes. Nothing there is fine; a second teardown succeeds.
+    pub async fn teardown(&self, id: &AttachmentId) -> Result<(), TeardownError> {
+        self.teardown_all(std::slice::from_ref(id)).await
+    }
+
+    /// Removes several attachments, carrying on past failures; the error lists each of them.
+    pub async fn teardown_all(&self, ids: &[AttachmentId]) -> Result<(), TeardownError> {
+        let mut failures = Vec::new();
+        for id in ids {
+            let host_veth = id.host_veth();
+            match self.host.delete_link(&host_veth).await {
+                Ok(true) => debug!(%host_veth, container_id = %id.container_id, "host veth deleted"),
+                Ok(false) => debug!(%host_veth, "host veth already gone"),
+                Err(error) => failures.push(TeardownFailure { step: format!("delete host veth {host_veth}"), error }),
+            }
+        }
+        if failures.is_empty() { Ok(()) } else { Err(TeardownError { failures }) }
+    }
+
+    /// Deletes a host veth that [`orphan_ports`] reported (a pod port no attachment owns).
+    /// Anything not of the agent's naming and kind is left alone; `Ok(false)` when it is gone.
+    pub async fn remove_orphan_port(&self, name: &str) -> Result<bool, DatapathError> {
+        let host = self.host.host_view().await?;
+        if !orphan_ports(&host, &[]).iter().any(|n| n == name) {
+            return Ok(false);
+        }
+        self.host.delete_link(name).await
+    }
+
+    /// One self-healing pass: the node for the VLANs of `atts`, then each attachment on its
+    /// own, so one broken pod does not keep the others from being repaired.
+    pub async fn reconcile(&self, atts: &[DesiredAttachment]) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let vlans: BTreeSet<Option<u16>> = atts.iter().map(|a| a.vlan).collect();
+        let mut conns = PodConns::new();
+        match self.converge(Some(&vlans), None, &mut conns).await {
+            Ok(repaired) => report.repaired.extend(repaired),
+            Err(e) => report.failed.push((None, e)),
+        }
+        for att in atts {
+            let result = match att.validate(&self.node) {
+                // Node-level state was handled above; a node-level conflict (a missing uplink)
+                // must not keep pods from being repaired.
+                Ok(()) => self.converge(None, Some(att), &mut conns).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(repaired) => report.repaired.extend(repaired),
+                Err(e) => report.failed.push((Some(att.id()), e)),
+            }
+        }
+        for drift in &report.repaired {
+            info!(kind = drift.kind(), %drift, "repaired");
+        }
+        report
+    }
+
+    /// Re-announces the pod's addresses from inside its namespace: a gratuitous ARP per IPv4
+    /// address, an unsolicited neighbour advertisement per IPv6 one. Returns how many frames
+    /// were sent.
+    pub async fn announce(&self, att: &DesiredAttachment) -> Result<usize, DatapathError> {
+        let Some(file) = netns::open(&att.netns)? else {
+            return Err(DatapathError::Conflict { drifts: vec![Drift::NetnsMissing { netns: att.netns.clone() }] });
+        };
+        let (ifname, addresses) = (att.ifname.clone(), att.addresses.clone());
+        netns::run_in(&att.netns, file, move || announce::send(&ifname, &addresses)).await?
+    }
+
+    /// Turns on `bridge-nf-call-iptables` in the node's namespace, so Service ClusterIPs work
+    /// for bridged traffic; warns where the kernel lacks it.
+    pub async fn enable_br_netfilter(&self) -> Result<BrNetfilter, DatapathError> {
+        let proc_sys = Path::new(br_netfilter::PROC_SYS);
+        match &self.host_ns {
+            NetnsRef::Current => Ok(br_netfilter::enable(proc_sys)),
+            NetnsRef::Path(path) => {
+                let Some(file) = netns::open(path)? else {
+                    return Err(DatapathError::Conflict { drifts: vec![Drift::NetnsMissing { netns: path.clone() }] });
+                };
+                Ok(netns::run_in(path, file, move || br_netfilter::enable(proc_sys)).await?)
+            }
+        }
+    }
+
+    /// Observe → diff → plan → execute until nothing differs. Returns the drifts found on the
+    /// way (all of them repaired). Node-level state is included for `vlans` when given.
+    async fn converge(
+        &self,
+        vlans: Option<&BTreeSet<Option<u16>>>,
+        att: Option<&DesiredAttachment>,
+        conns: &mut PodConns,
+    ) -> Result<Vec<Drift>, DatapathError> {
+        let mut repaired = Vec::new();
+        for round in 0..MAX_ROUNDS {
+            let drifts = self.diff(vlans, att, conns).await?;
+            let plan = plan(&drifts);
+            if !plan.conflicts.is_empty() {
+                return Err(DatapathError::Conflict { drifts: plan.conflicts });
+            }
+            if plan.actions.is_empty() {
+                return Ok(repaired);
+            }
+            debug!(round, actions = ?plan.actions, "repairing");
+            for action in &plan.actions {
+                self.execute(action, conns).await?;
+            }
+            repaired.extend(drifts);
+        }
+        let drifts = self.diff(vlans, att, conns).await?;
+        if drifts.is_empty() { Ok(repaired) } else { Err(DatapathError::NotConverged { rounds: MAX_ROUNDS, drifts }) }
+    }
+
+    async fn diff(
+        &self,
+        vlans: Option<&BTreeSet<Option<u16>>>,
+        att: Option<&DesiredAttachment>,
+        conns: &mut PodConns,
+    ) -> Result<Vec<Drift>, DatapathError> {
+        let host = self.host.host_view().await?;
+        let mut drifts = match vlans {
+            Some(vlans) => diff_node(&self.node, vlans, &host),
+            None => Vec::new(),
+        };
+        if let Some(att) = att {
+            let pod = pod_view(conns, att).await?;
+            drifts.extend(diff_attachment(&self.node, att, &host, &pod));
+        }
+        Ok(drifts)
+    }
+
+    async fn execute(&self, action: &Action, conns: &mut PodConns) -> Result<(), DatapathError> {
+        let host = &self.host;
+        match action {
+            Action::CreateBridge { name, vlan_filtering, mtu } => host.create_bridge(name, *vlan_filtering, *mtu).await,
+            Action::CreateVlan { name, parent, vid } => host.create_vlan(name, parent, *vid).await,
+            Action::CreateVeth { host: name, peer, netns: path, mtu, mac } => {
+                let Some(file) = netns::open(path)? else {
+                    return Err(DatapathError::Conflict { drifts: vec![Drift::NetnsMissing { netns: path.clone() }] });
+                };
+                host.create_veth(name, peer, &file, *mtu, *mac).await
+            }
+            Action::DeleteLink { name } => host.delete_link(name).await.map(drop),
+            Action::SetVlanFiltering { bridge, on } => host.set_vlan_filtering(bridge, *on).await,
+            Action::SetMaster { link, master } => host.set_master(link, master).await,
+            Action::SetMtu { link, mtu } => host.set_mtu(link, *mtu).await,
+            Action::SetUp { link } => host.set_up(link).await,
+            Action::AddPortVlan { port, vlan } => host.add_port_vlan(port, *vlan).await,
+            Action::DelPortVlan { port, vid } => host.del_port_vlan(port, *vid).await,
+            Action::PodSetUp { netns, link } => pod_conn(conns, netns).await?.set_up(link).await,
+            Action::PodSetMtu { netns, link, mtu } => pod_conn(conns, netns).await?.set_mtu(link, *mtu).await,
+            Action::PodSetMac { netns, link, mac } => pod_conn(conns, netns).await?.set_mac(link, *mac).await,
+            Action::PodAddAddress { netns, link, address } => {
+                pod_conn(conns, netns).await?.add_address(link, *address).await
+            }
+            Action::PodAddRoute { netns, link, route } => pod_conn(conns, netns).await?.add_route(link, *route).await,
+        }
+    }
+}
+
+/// The connection into the pod namespace at `path`, opened on first use.
+async fn pod_conn<'a>(conns: &'a mut PodConns, path: &Path) -> Result<&'a Netlink, DatapathError> {
+    if !conns.contains_key(path) {
+        let conn = Netlink::connect(&NetnsRef::Path(path.to_path_buf())).await?;
+        conns.insert(path.to_path_buf(), conn);
+    }
+    match conns.get(path) {
+        Some(Some(conn)) => Ok(conn),
+        _ => Err(DatapathError::Conflict { drifts: vec![Drift::NetnsMissing { netns: path.to_path_buf() }] }),
+    }
+}
+
+async fn pod_view(conns: &mut PodConns, att: &DesiredAttachment) -> Result<PodView, DatapathError> {
+    match pod_conn(conns, &att.netns).await {
+        Ok(conn) => conn.pod_view(&att.ifname).await,
+        Err(DatapathError::Conflict { .. }) => Ok(PodView::missing()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CNI server and the reconciler spawn these futures on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn futures_are_send(dp: &Datapath, att: &DesiredAttachment, id: &AttachmentId) {
+        fn send<T: Send>(_: T) {}
+        send(dp.setup(att));
+        send(dp.check(att));
+        send(dp.teardown(id));
+        send(dp.reconcile(std::slice::from_ref(att)));
+        send(dp.announce(att));
+        send(dp.enable_br_netfilter());
+        send(Datapath::connect(dp.node().clone(), NetnsRef::Current));
+    }
+}
