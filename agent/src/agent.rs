@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use hc_api::client::ClientConfig;
 use tokio::sync::{RwLock, watch};
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::cni_server;
@@ -18,12 +17,8 @@ use crate::connection::Connection;
 use crate::datapath::{AttachmentId, Datapath, NetnsRef};
 use crate::lease::{LeaseHandle, LeaseKeeper};
 use crate::metrics;
-use crate::reconciler::Reconciler;
+use crate::reconciler::{LinkChanges, Reconciler, watch_links};
 use crate::store::Store;
-
-/// How long a pool stays "exhausted" for STATUS after an ADD found it so, unless an ADD
-/// succeeds or an address of it is released first (the operator may have grown the pool).
-pub const EXHAUSTED_FOR: Duration = Duration::from_secs(60);
 
 pub struct Agent {
     pub config: Config,
@@ -43,9 +38,6 @@ pub struct Agent {
     /// One lock per attachment, so calls for the same attachment run one after the other.
     /// Guards only the map; entries are dropped when no call holds them.
     locks: Mutex<HashMap<AttachmentId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Network name → (pool, when) the last ADD on it found exhausted; STATUS reports it.
-    /// Guards only the map.
-    exhausted: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Agent {
@@ -64,7 +56,6 @@ impl Agent {
             datapath: tokio::sync::Mutex::new(datapath),
             gate: RwLock::new(()),
             locks: Mutex::new(HashMap::new()),
-            exhausted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -75,25 +66,11 @@ impl Agent {
         locks.entry(id.clone()).or_default().clone()
     }
 
-    pub fn mark_exhausted(&self, network: &str, pool: &str) {
-        let mut map = self.exhausted.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(network.to_owned(), (pool.to_owned(), Instant::now()));
-    }
-
-    /// An ADD on `network` succeeded: its pool is not exhausted (any more).
-    pub fn clear_exhausted_network(&self, network: &str) {
-        self.exhausted.lock().unwrap_or_else(|p| p.into_inner()).remove(network);
-    }
-
-    /// An address of `pool` was released.
-    pub fn clear_exhausted_pool(&self, pool: &str) {
-        self.exhausted.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (p, _)| p != pool);
-    }
-
-    /// The pool the last ADD on `network` found exhausted, if recent.
-    pub fn exhausted_pool(&self, network: &str) -> Option<String> {
-        let map = self.exhausted.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(network).filter(|(_, at)| at.elapsed() < EXHAUSTED_FOR).map(|(p, _)| p.clone())
+    /// Whether the uplink is up now (`None`: no uplink configured, or it cannot be seen).
+    pub async fn uplink_up(&self) -> Option<bool> {
+        let uplink = self.config.datapath.uplink.as_ref()?;
+        let host = self.datapath.lock().await.host_view().await.ok()?;
+        host.link(uplink).map(|l| l.admin_up && l.oper_up)
     }
 }
 
@@ -140,7 +117,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         let reconciler = Reconciler { agent: agent.clone() };
         tasks.spawn(async move { keeper.run(&reconciler, shutdown).await });
     }
-    tasks.spawn(reconciler.run_periodic(shutdown.clone()));
+    let changes = Arc::new(LinkChanges::default());
+    if config.link_events {
+        tasks.spawn(watch_links(agent.clone(), changes.clone(), shutdown.clone()));
+    }
+    tasks.spawn(reconciler.run(changes, shutdown.clone()));
     tasks.spawn(cni_server::serve(listener, agent.clone(), config.max_concurrent, shutdown.clone()));
     {
         let shutdown = shutdown.clone();

@@ -37,7 +37,7 @@ impl Agent {
                 Call::Del(a) => self.del(request.plugin, a).await.map(|()| Reply::Ok(CniResult::default())),
                 Call::Check(a) => self.check(a).await.map(|()| Reply::Ok(CniResult::default())),
                 Call::Gc(g) => self.gc(g).await.map(|()| Reply::Ok(CniResult::default())),
-                Call::Status(s) => self.status(&s).map(|()| Reply::Ok(CniResult::default())),
+                Call::Status(s) => self.status(&s).await.map(|()| Reply::Ok(CniResult::default())),
             }
             .unwrap_or_else(|e| {
                 warn!(code = e.code, msg = %e.msg, "refused");
@@ -83,14 +83,8 @@ impl Agent {
         let alloc_req = request::allocate_request(&req, &self.config.node, &self.config.node_labels)?;
         let allocated = match self.allocator.client().allocate(Some(fence.clone()), alloc_req).await {
             Ok(a) => a,
-            Err(e) => {
-                if let IpamError::PoolExhausted { pool } = &e {
-                    self.mark_exhausted(&req.network.name, pool);
-                }
-                return Err(self.ipam_error(e, &fence));
-            }
+            Err(e) => return Err(self.ipam_error(e, &fence)),
         };
-        self.clear_exhausted_network(&req.network.name);
         let address = request::address_of(&allocated);
         info!(%address, pool = %allocated.pool.name, vlan = ?allocated.pool.vlan, created = allocated.created, "allocated");
 
@@ -177,7 +171,6 @@ impl Agent {
                 Ok(released) => {
                     for a in &released.released {
                         info!(address = %a.address, pool = %a.pool, "released");
-                        self.clear_exhausted_pool(&a.pool);
                     }
                 }
                 Err(IpamError::AllocationNotFound { .. }) => {}
@@ -271,7 +264,6 @@ impl Agent {
             Err(e) => return Err(self.ipam_error(e, &fence)),
         }
         for r in &stale {
-            self.clear_exhausted_pool(&r.pool);
             self.store
                 .remove(&r.id())
                 .map_err(|e| AgentError::new(code::IO_FAILURE, format!("cannot forget {}: {e}", r.container_id)))?;
@@ -280,21 +272,53 @@ impl Agent {
         Ok(())
     }
 
-    /// STATUS: can ADD be served on this network?
-    fn status(&self, req: &StatusRequest) -> Result<(), AgentError> {
+    /// STATUS: can ADD be served on this network? 51 while the uplink is down (running pods
+    /// are cut off too), 50 while the node has no lease or while every pool the network draws
+    /// from is exhausted — as the allocator counts them now, not as the last ADD found them.
+    async fn status(&self, req: &StatusRequest) -> Result<(), AgentError> {
+        if self.uplink_up().await == Some(false) {
+            let uplink = self.config.datapath.uplink.as_deref().unwrap_or_default();
+            return Err(AgentError::limited_connectivity(format!(
+                "the uplink {uplink} is down: pods on this node cannot reach the network"
+            )));
+        }
         if !self.lease.status().ready(Instant::now()) {
             return Err(AgentError::not_available(
                 "this node has no valid lease (the allocator is unreachable or has no quorum)",
             ));
         }
-        if let Some(pool) = self.exhausted_pool(&req.network.name) {
-            return Err(AgentError::not_available(format!("pool {pool} of network {} is exhausted", req.network.name)));
+        let network = &req.network;
+        let probe = request::status_probe(network, &self.config.node, &self.config.node_labels);
+        let pools = match self.allocator.client().candidate_pools(&probe).await {
+            Ok(pools) => pools,
+            // Without a pool of its own the network's pools depend on the pod (namespace
+            // selectors): nothing to judge without one.
+            Err(IpamError::NoPoolMatches) if probe.pool.is_none() => return Ok(()),
+            Err(e @ IpamError::PoolNotFound { .. }) => {
+                return Err(AgentError::not_available(format!("network {}: {e}", network.name)));
+            }
+            Err(e) => {
+                self.allocator.after_error(&e);
+                return Err(AgentError::not_available(format!("cannot ask the allocator about the pools: {e}")));
+            }
+        };
+        if pools.iter().all(|p| p.free == 0) {
+            let list: Vec<String> =
+                pools.iter().map(|p| format!("{} ({} of {} used)", p.spec.name, p.used, p.size)).collect();
+            return Err(AgentError::not_available(format!(
+                "every pool of network {} is exhausted: {}",
+                network.name,
+                list.join(", ")
+            )));
         }
         Ok(())
     }
 
     /// The node's allocations (of `pool`), from the first replica that answers.
-    async fn allocations_of_node(&self, pool: Option<&str>) -> Result<Vec<hc_api::types::Allocation>, AgentError> {
+    pub(crate) async fn allocations_of_node(
+        &self,
+        pool: Option<&str>,
+    ) -> Result<Vec<hc_api::types::Allocation>, AgentError> {
         let mut last = None;
         for i in 0..self.allocator.client().endpoints().len() {
             match self.allocator.client().list_allocations_at(i, pool, Some(&self.config.node)).await {

@@ -58,6 +58,10 @@ pub struct Sources {
     /// Period of the self-healing datapath reconcile in milliseconds [default: 5000].
     #[arg(long, env = "HC_AGENT_RECONCILE_MS")]
     pub reconcile_ms: Option<u64>,
+    /// Repair drift as soon as the kernel reports a link change, not only on the periodic
+    /// reconcile [default: true].
+    #[arg(long, env = "HC_AGENT_LINK_EVENTS")]
+    pub link_events: Option<bool>,
     /// `/metrics`, `/healthz`, `/readyz` [default: 127.0.0.1:9464].
     #[arg(long, env = "HC_AGENT_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -101,6 +105,7 @@ pub struct Config {
     pub lease_ttl: Duration,
     pub keepalive: Duration,
     pub reconcile_every: Duration,
+    pub link_events: bool,
     pub metrics_addr: SocketAddr,
     pub node_labels: BTreeMap<String, String>,
     pub max_concurrent: usize,
@@ -155,6 +160,7 @@ impl Config {
             lease_ttl: Duration::from_millis(primary.lease_ttl_ms.or(file.lease_ttl_ms).unwrap_or(10_000)),
             keepalive: Duration::from_millis(primary.keepalive_ms.or(file.keepalive_ms).unwrap_or(2_000)),
             reconcile_every: Duration::from_millis(primary.reconcile_ms.or(file.reconcile_ms).unwrap_or(5_000)),
+            link_events: primary.link_events.or(file.link_events).unwrap_or(true),
             metrics_addr: primary
                 .metrics_addr
                 .or(file.metrics_addr)

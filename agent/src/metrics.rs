@@ -21,6 +21,7 @@ pub const LEASE_TOKEN: &str = "hc_agent_lease_token";
 pub const LEASE_GRANTS: &str = "hc_agent_lease_grants_total";
 pub const REPAIRS: &str = "hc_agent_repairs_total";
 pub const RECONCILES: &str = "hc_agent_reconciles_total";
+pub const RECLAIMS: &str = "hc_agent_reclaims_total";
 pub const ATTACHMENTS: &str = "hc_agent_attachments";
 pub const ANNOUNCEMENTS: &str = "hc_agent_announcements_total";
 pub const UPLINK_UP: &str = "hc_agent_uplink_up";
@@ -52,6 +53,7 @@ fn describe() {
     describe_counter!(LEASE_GRANTS, "Leases granted to this agent.");
     describe_counter!(REPAIRS, "Datapath drifts repaired by the reconciler, by kind.");
     describe_counter!(RECONCILES, "Reconcile passes, by what (allocator, datapath) and result.");
+    describe_counter!(RECLAIMS, "Addresses of running pods the allocator had lost, claimed back, by result.");
     describe_gauge!(ATTACHMENTS, "Attachments in the local record.");
     describe_gauge!(UPLINK_UP, "1 while the uplink is up (absent without an uplink).");
     describe_counter!(
@@ -94,6 +96,11 @@ pub fn repaired(kind: &'static str) {
 
 pub fn reconciled(what: &'static str, ok: bool) {
     counter!(RECONCILES, "what" => what, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// An address the allocator had lost, claimed back for its running pod (or not).
+pub fn reclaimed(ok: bool) {
+    counter!(RECLAIMS, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
 pub fn uplink_up(up: Option<bool>) {

@@ -2,20 +2,21 @@
 //! the allocator's view of the node is brought in line with the local record; and
 //! periodically the datapath of every recorded attachment is repaired where it drifted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hc_api::IpamError;
 use hc_api::command::{Command, Output};
-use hc_api::types::Fence;
+use hc_api::types::{AllocateRequest, Fence, Owner};
 use hc_cni::protocol::Plugin;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::sync::{Notify, watch};
+use tracing::{error, info, warn};
 
 use crate::agent::Agent;
 use crate::cni_handler::api_id;
-use crate::datapath::{DesiredAttachment, ReconcileReport, orphan_ports};
+use crate::datapath::{DesiredAttachment, DesiredNode, LinkEvents, NetnsRef, ReconcileReport, orphan_ports};
 use crate::lease::AfterGrant;
 use crate::metrics;
 use crate::traffic;
@@ -38,6 +39,105 @@ pub fn desired_datapath(
         .collect()
 }
 
+/// How long an event-driven pass waits for more events after the first: a `ip link set ...`
+/// or a pod's teardown emits a few in a row, and one pass should handle them together.
+pub const EVENT_DEBOUNCE: Duration = Duration::from_millis(15);
+
+/// At most this many changed names are kept between passes; beyond it the next pass covers
+/// every attachment (an event storm, e.g. many pods deleted at once).
+const MAX_CHANGED: usize = 4096;
+
+/// Whether a link belongs to the node's datapath rather than to one pod: the bridge, a
+/// per-VLAN bridge (`<bridge>.<vid>`), the uplink or one of its VLAN links.
+pub fn is_node_link(node: &DesiredNode, name: &str) -> bool {
+    let own = |base: &str| name == base || name.strip_prefix(base).and_then(|r| r.strip_prefix('.')).is_some();
+    own(&node.bridge) || node.uplink.as_deref().is_some_and(own)
+}
+
+/// What an event-driven pass must look at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// A node link changed (or too many names to keep): every attachment, and the uplink.
+    pub node: bool,
+    /// Host veth names of recorded attachments that changed.
+    pub ports: BTreeSet<String>,
+}
+
+/// Link changes reported by the kernel and not yet handled, shared by the watcher (which adds)
+/// and the reconciler (which takes).
+#[derive(Default)]
+pub struct LinkChanges {
+    changed: Mutex<Changed>,
+    notify: Notify,
+}
+
+impl LinkChanges {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Changed> {
+        self.changed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn node(&self) {
+        self.lock().node = true;
+        self.notify.notify_one();
+    }
+
+    pub fn port(&self, name: String) {
+        {
+            let mut c = self.lock();
+            if c.ports.len() >= MAX_CHANGED {
+                c.node = true;
+                c.ports.clear();
+            } else if !c.node {
+                c.ports.insert(name);
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Changed {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+/// Keeps a subscription to the kernel's link events in the node's namespace and records the
+/// ones that concern the datapath: node links always, pod ports only once recorded (an ADD's
+/// own half-built veth is not drift). A lost subscription is renewed; meanwhile the periodic
+/// reconcile covers, and the first pass after renewal looks at everything.
+pub async fn watch_links(agent: Arc<Agent>, changes: Arc<LinkChanges>, mut shutdown: watch::Receiver<bool>) {
+    let ns = agent.config.node_netns.clone().map_or(NetnsRef::Current, NetnsRef::path);
+    let mut first = true;
+    loop {
+        match LinkEvents::subscribe(&ns).await {
+            Ok(Some(mut events)) => {
+                info!(namespace = %ns, "watching link events");
+                if !first {
+                    changes.node();
+                }
+                loop {
+                    let event = tokio::select! {
+                        e = events.next() => e,
+                        _ = shutdown.changed() => return,
+                    };
+                    let Some(event) = event else { break };
+                    if is_node_link(&agent.config.datapath, &event.name) {
+                        changes.node();
+                    } else if agent.store.has_port(&event.name) {
+                        changes.port(event.name);
+                    }
+                }
+                warn!("the link event subscription ended; renewing it (the periodic reconcile still runs)");
+            }
+            Ok(None) => warn!(namespace = %ns, "cannot watch link events: the namespace does not exist"),
+            Err(e) => warn!(error = %e, "cannot watch link events; the periodic reconcile still runs"),
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// A failover finished: the uplink was seen down and is up now.
 pub fn uplink_came_back(before: Option<bool>, now: Option<bool>) -> bool {
     before == Some(false) && now == Some(true)
@@ -53,13 +153,12 @@ pub fn repairs_by_kind(report: &ReconcileReport) -> BTreeMap<&'static str, u64> 
 }
 
 impl Reconciler {
-    /// One datapath pass over the record; the caller holds the gate exclusively.
-    async fn datapath_pass(&self) -> ReconcileReport {
-        let desired = desired_datapath(&self.agent.store.all(), Path::exists);
+    /// One datapath pass over `desired`; the caller holds the gate exclusively.
+    async fn datapath_pass(&self, desired: &[DesiredAttachment]) -> ReconcileReport {
         if desired.is_empty() {
             return ReconcileReport::default();
         }
-        let report = self.agent.datapath.lock().await.reconcile(&desired).await;
+        let report = self.agent.datapath.lock().await.reconcile(desired).await;
         for (kind, n) in repairs_by_kind(&report) {
             for _ in 0..n {
                 metrics::repaired(kind);
@@ -93,13 +192,6 @@ impl Reconciler {
         }
     }
 
-    /// Whether the uplink is up now (`None`: no uplink configured or not found).
-    async fn uplink_up(&self) -> Option<bool> {
-        let uplink = self.agent.config.datapath.uplink.as_ref()?;
-        let host = self.agent.datapath.lock().await.host_view().await.ok()?;
-        host.link(uplink).map(|l| l.admin_up && l.oper_up)
-    }
-
     /// Re-announces every pod's addresses so switches learn the path through the uplink again.
     async fn announce_all(&self) {
         let desired = desired_datapath(&self.agent.store.all(), Path::exists);
@@ -114,35 +206,104 @@ impl Reconciler {
         info!(pods = desired.len(), frames, "uplink is back; pod addresses re-announced");
     }
 
-    /// Runs the datapath pass every `reconcile_every` until shutdown; re-announces pod
-    /// addresses when the uplink comes back.
-    pub async fn run_periodic(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until shutdown: a full pass every `reconcile_every` (datapath, orphan ports,
+    /// uplink, traffic counters), and between them a pass over what the kernel reported
+    /// changed. Re-announces pod addresses when the uplink comes back.
+    pub async fn run(self, changes: Arc<LinkChanges>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.agent.config.reconcile_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut uplink_was_up = None;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
+            let periodic = tokio::select! {
+                _ = tick.tick() => true,
+                _ = changes.notify.notified() => false,
                 _ = shutdown.changed() => return,
+            };
+            if !periodic {
+                tokio::time::sleep(EVENT_DEBOUNCE).await;
             }
+            let changed = changes.take();
+            let node_pass = periodic || changed.node;
+            if !node_pass && !changed.ports.iter().any(|p| self.agent.store.has_port(p)) {
+                continue; // the ports went with their records (a DEL)
+            }
+            let started = tokio::time::Instant::now();
             let _exclusive = self.agent.gate.write().await;
-            let report = self.datapath_pass().await;
+            let mut desired = desired_datapath(&self.agent.store.all(), Path::exists);
+            if !node_pass {
+                desired.retain(|d| changed.ports.contains(&d.id().host_veth()));
+            }
+            let report = self.datapath_pass(&desired).await;
             if !report.repaired.is_empty() {
-                info!(repaired = report.repaired.len(), "datapath drift repaired");
+                let trigger = if periodic { "periodic" } else { "link event" };
+                info!(repaired = report.repaired.len(), trigger, took = ?started.elapsed(), "datapath drift repaired");
             }
-            self.remove_orphans().await;
-            let uplink_up = self.uplink_up().await;
-            metrics::uplink_up(uplink_up);
-            if uplink_came_back(uplink_was_up, uplink_up) {
-                self.announce_all().await;
+            if periodic {
+                self.remove_orphans().await;
             }
-            uplink_was_up = uplink_up;
+            if node_pass {
+                let uplink_up = self.agent.uplink_up().await;
+                metrics::uplink_up(uplink_up);
+                if uplink_came_back(uplink_was_up, uplink_up) {
+                    self.announce_all().await;
+                }
+                uplink_was_up = uplink_up;
+            }
             drop(_exclusive);
-            match traffic::read(self.agent.config.node_netns.clone()).await {
-                Ok(stats) => traffic::export(&self.agent.store.all(), &stats),
-                Err(e) => warn!(error = %e, "cannot read interface counters"),
+            if periodic {
+                match traffic::read(self.agent.config.node_netns.clone()).await {
+                    Ok(stats) => traffic::export(&self.agent.store.all(), &stats),
+                    Err(e) => warn!(error = %e, "cannot read interface counters"),
+                }
             }
         }
+    }
+}
+
+impl Reconciler {
+    /// The allocator lost some of the node's addresses (an operator released them, or the
+    /// node was declared gone) while the pods still run with them: claim each back for its
+    /// attachment, at its address. An address someone else took meanwhile is a conflict that
+    /// only an operator can settle: it is logged and counted, and CHECK reports the pod.
+    async fn reclaim(&self, fence: &Fence, records: &[crate::store::Record]) {
+        let held = match self.agent.allocations_of_node(None).await {
+            Ok(list) => list.into_iter().map(|a| (a.owner.container_id, a.owner.interface)).collect::<BTreeSet<_>>(),
+            Err(e) => return warn!(error = %e.msg, "cannot list the node's allocations to re-claim lost addresses"),
+        };
+        let client = self.agent.allocator.client();
+        for r in records.iter().filter(|r| !held.contains(&(r.container_id.clone(), r.ifname.clone()))) {
+            for address in &r.addresses {
+                let request = reclaim_request(r, &self.agent.config.node, address.addr());
+                match client.allocate(Some(fence.clone()), request).await {
+                    Ok(_) => {
+                        metrics::reclaimed(true);
+                        info!(container_id = %r.container_id, %address, "re-claimed an address the allocator had lost")
+                    }
+                    Err(e) => {
+                        metrics::reclaimed(false);
+                        error!(container_id = %r.container_id, %address, error = %e,
+                            "a running pod's address is lost and cannot be re-claimed; an operator must resolve it")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The allocation that gives a recorded attachment its address back.
+pub fn reclaim_request(r: &crate::store::Record, node: &str, address: std::net::IpAddr) -> AllocateRequest {
+    AllocateRequest {
+        owner: Owner {
+            container_id: r.container_id.clone(),
+            interface: r.ifname.clone(),
+            namespace: r.namespace.clone(),
+            pod: r.pod.clone(),
+            node: node.to_owned(),
+        },
+        pool: Some(r.pool.clone()),
+        address: Some(address),
+        reservation_keys: crate::request::reservation_keys(&r.namespace, &r.pod),
+        ..AllocateRequest::default()
     }
 }
 
@@ -154,7 +315,7 @@ impl AfterGrant for Reconciler {
         let _exclusive = self.agent.gate.write().await;
         let records = self.agent.store.all();
         let valid = records.iter().map(|r| api_id(&r.id())).collect();
-        let result = self.agent.allocator.client().propose(&Command::Reconcile { fence, valid }).await;
+        let result = self.agent.allocator.client().propose(&Command::Reconcile { fence: fence.clone(), valid }).await;
         metrics::reconciled("allocator", result.is_ok());
         if let Err(e) = &result {
             self.agent.allocator.after_error(e);
@@ -163,15 +324,13 @@ impl AfterGrant for Reconciler {
             Output::Reconciled { kept, released } => {
                 info!(recorded = records.len(), kept, released = ?released, "reconciled with the allocator");
                 if (kept as usize) < records.len() {
-                    warn!(
-                        missing = records.len() - kept as usize,
-                        "the allocator holds fewer addresses than the record names; CHECK will report them"
-                    );
+                    self.reclaim(&fence, &records).await;
                 }
             }
             other => warn!(?other, "unexpected reply to reconcile"),
         }
-        let report = self.datapath_pass().await;
+        let desired = desired_datapath(&self.agent.store.all(), Path::exists);
+        let report = self.datapath_pass(&desired).await;
         info!(repaired = report.repaired.len(), failed = report.failed.len(), "datapath reconciled after the grant");
         Ok(())
     }
@@ -199,6 +358,41 @@ mod tests {
             desired: (plugin == Plugin::Bridge).then(|| DesiredAttachment::new(cid, "eth0", netns)),
             result: CniResult::default(),
         }
+    }
+
+    #[test]
+    fn node_links_are_the_bridges_and_the_uplink_with_their_vlan_links() {
+        let node = DesiredNode {
+            mode: crate::datapath::DatapathMode::PerVlanBridge,
+            bridge: "br0".into(),
+            uplink: Some("eth1".into()),
+            mtu: None,
+        };
+        for name in ["br0", "br0.100", "eth1", "eth1.4094"] {
+            assert!(is_node_link(&node, name), "{name}");
+        }
+        for name in ["br00", "br", "eth10", "eth1x", "hc0123456789a", "lo"] {
+            assert!(!is_node_link(&node, name), "{name}");
+        }
+        assert!(!is_node_link(&DesiredNode { uplink: None, ..node }, "eth1"));
+    }
+
+    #[test]
+    fn changes_collapse_into_a_full_pass_when_too_many_or_a_node_link_changed() {
+        let changes = LinkChanges::default();
+        changes.port("a".into());
+        changes.port("b".into());
+        assert_eq!(changes.take(), Changed { node: false, ports: ["a".to_owned(), "b".to_owned()].into() });
+        assert_eq!(changes.take(), Changed::default(), "taken once");
+        changes.port("a".into());
+        changes.node();
+        changes.port("c".into());
+        assert!(changes.take().node);
+        for i in 0..=MAX_CHANGED {
+            changes.port(format!("p{i}"));
+        }
+        let storm = changes.take();
+        assert!(storm.node && storm.ports.len() <= MAX_CHANGED);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hc_api::types::{AllocateRequest, Allocated, Owner, PoolSpec, pod_key, statefulset_key};
-use hc_cni::protocol::{AgentError, AttachmentRequest};
+use hc_cni::protocol::{AgentError, AttachmentRequest, Network};
 use hc_cni::result::{CniResult, Dns, Interface, IpConfig, Route as CniRoute};
 use ipnet::IpNet;
 
@@ -41,6 +41,17 @@ pub fn allocate_request(
         pod_labels: BTreeMap::new(),
         node_labels: node_labels.clone(),
     })
+}
+
+/// What STATUS asks the allocator about: a pod-less request on `network` from this node, whose
+/// candidate pools are the network's.
+pub fn status_probe(network: &Network, node: &str, node_labels: &BTreeMap<String, String>) -> AllocateRequest {
+    AllocateRequest {
+        owner: Owner { node: node.to_owned(), ..Owner::default() },
+        pool: network.config.pool.clone(),
+        node_labels: node_labels.clone(),
+        ..AllocateRequest::default()
+    }
 }
 
 /// `ns/pod`, and `ns/sts/ordinal` when the pod's name looks like a StatefulSet member

@@ -2,7 +2,7 @@
 //! directory, written atomically, so the agent knows after a restart what it built and what the
 //! allocator should still hold for this node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::net::IpAddr;
@@ -60,6 +60,9 @@ pub struct Store {
     /// Guards the in-memory copy; held only around map updates (never across I/O awaits), the
     /// file write happens under it too so disk and map change in the same order.
     records: Mutex<BTreeMap<AttachmentId, Record>>,
+    /// Host veth names of the recorded hc-bridge attachments, so that a kernel link event can
+    /// be matched to a pod without hashing every record's name. Changed under `records`' lock.
+    ports: Mutex<HashSet<String>>,
 }
 
 impl Store {
@@ -86,7 +89,8 @@ impl Store {
                 _ => {}
             }
         }
-        Ok(Store { dir: dir.to_path_buf(), records: Mutex::new(records) })
+        let ports = records.values().filter_map(host_port).collect();
+        Ok(Store { dir: dir.to_path_buf(), records: Mutex::new(records), ports: Mutex::new(ports) })
     }
 
     pub fn get(&self, id: &AttachmentId) -> Option<Record> {
@@ -99,6 +103,11 @@ impl Store {
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Whether `name` is the host end of a recorded hc-bridge attachment.
+    pub fn has_port(&self, name: &str) -> bool {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner()).contains(name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,6 +131,9 @@ impl Store {
         }
         fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
         self.sync_dir()?;
+        if let Some(port) = host_port(&record) {
+            self.ports.lock().unwrap_or_else(|p| p.into_inner()).insert(port);
+        }
         records.insert(record.id(), record);
         Ok(())
     }
@@ -136,7 +148,9 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(StoreError::Io { op: "remove", path, source }),
         }
-        records.remove(id);
+        if records.remove(id).is_some_and(|r| r.desired.is_some()) {
+            self.ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&id.host_veth());
+        }
         Ok(())
     }
 
@@ -158,6 +172,11 @@ impl Store {
     fn path_of(&self, id: &AttachmentId) -> PathBuf {
         self.dir.join(format!("{}@{}.json", escape(&id.container_id), escape(&id.ifname)))
     }
+}
+
+/// The host veth of an attachment whose datapath the agent built.
+fn host_port(record: &Record) -> Option<String> {
+    record.desired.as_ref().map(|_| record.id().host_veth())
 }
 
 fn escape(s: &str) -> String {
@@ -206,6 +225,10 @@ mod tests {
         std::fs::write(dir.path().join("c9@eth0.tmp"), b"{half").expect("tmp");
         let reopened = Store::open(dir.path()).expect("reopen");
         assert_eq!(reopened.all(), vec![record("c/2..", "eth0"), record("c1", "eth0")]);
+        assert!(reopened.has_port(&record("c1", "eth0").id().host_veth()));
+        assert!(!reopened.has_port(&record("c1", "net1").id().host_veth()), "removed");
+        assert!(store.has_port(&record("c/2..", "eth0").id().host_veth()));
+        assert!(!store.has_port(&record("c1", "net1").id().host_veth()), "removed");
         assert!(!dir.path().join("c9@eth0.tmp").exists());
     }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 fn no_self_healing() -> AgentOpts {
     // CHECK must see the drift the test makes before the reconciler repairs it.
-    AgentOpts { reconcile_ms: 600_000, ..AgentOpts::default() }
+    AgentOpts { reconcile_ms: 600_000, link_events: false, ..AgentOpts::default() }
 }
 
 async fn started(pools: &[hc_api::types::PoolSpec]) -> Result<Env> {
@@ -110,6 +110,9 @@ async fn status_fails_while_the_pool_is_exhausted() -> Result<()> {
     network_call(&env, "STATUS", v11.clone()).ok();
     let (p1, p2) = (Netns::new()?, Netns::new()?);
     hc_bridge(&env, "c1", &p1, "ADD", v11.clone()).ok();
+    // The agent asks the allocator: exhausted before any ADD has failed.
+    let msg = network_call(&env, "STATUS", v11.clone()).error(50);
+    assert!(msg.contains("exhausted") && msg.contains("tiny (1 of 1 used)"), "{msg}");
     let msg = hc_bridge(&env, "c2", &p2, "ADD", v11.clone()).error(999);
     assert!(msg.contains("exhausted"), "{msg}");
     assert!(p2.link("eth0")?.is_none(), "a refused ADD left an interface");
@@ -117,6 +120,18 @@ async fn status_fails_while_the_pool_is_exhausted() -> Result<()> {
     assert!(msg.contains("exhausted"), "{msg}");
     hc_bridge(&env, "c1", &p1, "DEL", v11.clone()).ok();
     network_call(&env, "STATUS", v11).ok();
+    // Filled behind this agent's back (another node, an operator): seen too.
+    let other = hc_api::types::AllocateRequest {
+        owner: hc_api::types::Owner { container_id: "elsewhere".into(), node: "n9".into(), ..Default::default() },
+        pool: Some("tiny".into()),
+        ..Default::default()
+    };
+    env.cluster.client().allocate(None, other).await?;
+    let msg = network_call(&env, "STATUS", json!({"cniVersion": "1.1.0", "pool": "tiny"})).error(50);
+    assert!(msg.contains("exhausted"), "{msg}");
+    // A network naming a pool that does not exist.
+    let msg = network_call(&env, "STATUS", json!({"cniVersion": "1.1.0", "pool": "nope"})).error(50);
+    assert!(msg.contains("nope"), "{msg}");
     Ok(())
 }
 

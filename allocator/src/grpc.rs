@@ -6,8 +6,8 @@ use hc_allocator_state::{Command, Output};
 use hc_api::IpamError;
 use hc_api::proto::ipam_server::{Ipam, IpamServer};
 use hc_api::proto::{
-    GrantLeaseRequest, JsonReply, KeepAliveReply, KeepAliveRequest, LeaseReply, ListAllocationsRequest, ProposeReply,
-    ProposeRequest, StatusReply, StatusRequest,
+    CandidatePoolsRequest, GrantLeaseRequest, JsonReply, KeepAliveReply, KeepAliveRequest, LeaseReply,
+    ListAllocationsRequest, ProposeReply, ProposeRequest, StatusReply, StatusRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -82,6 +82,13 @@ impl Ipam for IpamService {
         let (pool, node, ns) = (non_empty(req.pool), non_empty(req.node), non_empty(req.namespace));
         let list = self.replica.read(|s| s.allocations(pool.as_deref(), node.as_deref(), ns.as_deref()));
         Ok(Response::new(JsonReply { json: json(&list)? }))
+    }
+
+    async fn candidate_pools(&self, req: Request<CandidatePoolsRequest>) -> Result<Response<JsonReply>, Status> {
+        let request: hc_api::types::AllocateRequest = serde_json::from_str(&req.into_inner().request_json)
+            .map_err(|e| IpamError::invalid("request_json", e.to_string()))?;
+        let pools = self.replica.read(|s| s.candidate_pools(&request))?;
+        Ok(Response::new(JsonReply { json: json(&pools)? }))
     }
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {

@@ -16,9 +16,10 @@ use crate::IpamError;
 use crate::command::{Command, Output};
 use crate::proto::ipam_client::IpamClient;
 use crate::proto::{
-    GrantLeaseRequest, KeepAliveRequest, ListAllocationsRequest, ProposeRequest, StatusReply, StatusRequest,
+    CandidatePoolsRequest, GrantLeaseRequest, KeepAliveRequest, ListAllocationsRequest, ProposeRequest, StatusReply,
+    StatusRequest,
 };
-use crate::types::{AllocateRequest, Allocated, Allocation, Fence, Lease, ReleaseTarget, Released};
+use crate::types::{AllocateRequest, Allocated, Allocation, Fence, Lease, PoolStatus, ReleaseTarget, Released};
 
 /// Longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
@@ -198,6 +199,21 @@ impl Client {
             Output::Released(r) => Ok(r),
             other => Err(IpamError::Unavailable { reason: format!("unexpected reply {other:?}") }),
         }
+    }
+
+    /// The pools `request` would draw from, with their counts, from the applied state of the
+    /// replica this client is on (a follower may lag the leader by a few entries).
+    pub async fn candidate_pools(&self, request: &AllocateRequest) -> Result<Vec<PoolStatus>, IpamError> {
+        let json = serde_json::to_string(request).map_err(|e| IpamError::invalid("request", e.to_string()))?;
+        let reply = self
+            .with_retry(|mut c, timeout| {
+                let mut req = tonic::Request::new(CandidatePoolsRequest { request_json: json.clone() });
+                req.set_timeout(timeout);
+                async move { c.candidate_pools(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        serde_json::from_str(&reply.json)
+            .map_err(|e| IpamError::Unavailable { reason: format!("undecodable reply: {e}") })
     }
 
     /// Lists allocations from the applied state of the replica at `endpoint` (an index into

@@ -42,6 +42,7 @@ pub use driver::{Attached, Datapath, ReconcileReport};
 pub use error::{DatapathError, NetnsError, TeardownError, TeardownFailure, ValidationError};
 pub use kernel::{KernelSupport, probe as probe_kernel};
 pub use layout::{ExpectedKind, ExpectedLink, ExpectedVlans, node_links, pod_port};
+pub use netlink::{LinkEvent, LinkEvents};
 pub use netns::NetnsRef;
 pub use observed::{HostView, LinkKind, ObservedLink, ObservedRoute, PodView, PortVlan};
 pub use plan::{Action, Plan, plan};

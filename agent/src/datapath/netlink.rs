@@ -335,6 +335,68 @@ fn nl_err(op: &'static str, target: &str, e: rtnetlink::Error) -> DatapathError 
     DatapathError::Netlink { op, target: target.to_string(), errno, message }
 }
 
+/// A change to a link the kernel announced: its name, and whether it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEvent {
+    pub name: String,
+    pub deleted: bool,
+}
+
+/// The kernel's link notifications (the `RTNLGRP_LINK` multicast group, as `ip monitor link`
+/// sees them: state, master and bridge-VLAN changes, creation, deletion) in one namespace.
+pub struct LinkEvents {
+    messages: futures::channel::mpsc::UnboundedReceiver<(
+        rtnetlink::packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LinkEvents {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LinkEvents {
+    /// Subscribes in `ns`; `Ok(None)` when the namespace file does not exist.
+    pub async fn subscribe(ns: &NetnsRef) -> Result<Option<LinkEvents>, DatapathError> {
+        let subscribe = || rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link]);
+        let (conn, _handle, messages) = match ns {
+            NetnsRef::Current => subscribe().map_err(DatapathError::Socket)?,
+            NetnsRef::Path(path) => {
+                let Some(file) = netns::open(path)? else { return Ok(None) };
+                let runtime = tokio::runtime::Handle::current();
+                netns::run_in(path, file, move || {
+                    let _entered = runtime.enter();
+                    subscribe()
+                })
+                .await?
+                .map_err(DatapathError::Socket)?
+            }
+        };
+        Ok(Some(LinkEvents { messages, task: tokio::spawn(conn) }))
+    }
+
+    /// The next link event; `None` when the subscription ended (the socket failed).
+    pub async fn next(&mut self) -> Option<LinkEvent> {
+        use futures::StreamExt;
+        use netlink_packet_route::RouteNetlinkMessage;
+        use rtnetlink::packet_core::NetlinkPayload;
+        loop {
+            let (msg, _) = self.messages.next().await?;
+            let (link, deleted) = match &msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => (l, false),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => (l, true),
+                _ => continue,
+            };
+            if let Some(name) = link_name(link) {
+                return Some(LinkEvent { name, deleted });
+            }
+        }
+    }
+}
+
 fn link_name(msg: &LinkMessage) -> Option<String> {
     msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),

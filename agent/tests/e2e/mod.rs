@@ -59,11 +59,20 @@ pub struct AgentOpts {
     pub allocators: Option<Vec<String>>,
     /// Give the node an uplink `up0` (a veth whose peer `up0sw` stands in for the switch).
     pub uplink: bool,
+    /// Repair on kernel link events as well as periodically (the agent's default).
+    pub link_events: bool,
 }
 
 impl Default for AgentOpts {
     fn default() -> Self {
-        AgentOpts { lease_ttl_ms: 3000, keepalive_ms: 500, reconcile_ms: 1000, allocators: None, uplink: false }
+        AgentOpts {
+            lease_ttl_ms: 3000,
+            keepalive_ms: 500,
+            reconcile_ms: 1000,
+            allocators: None,
+            uplink: false,
+            link_events: true,
+        }
     }
 }
 
@@ -97,6 +106,7 @@ impl Agent {
             .args(["--keepalive-ms", &self.opts.keepalive_ms.to_string()])
             .args(["--reconcile-ms", &self.opts.reconcile_ms.to_string()])
             .args(["--metrics-addr", &self.metrics])
+            .args(["--link-events", if self.opts.link_events { "true" } else { "false" }])
             .args(if self.opts.uplink { &["--uplink", "up0"][..] } else { &[][..] })
             .env("HC_LOG", "info,hc_agent=debug")
             .stdout(Stdio::null())

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use hc_api::types::{Allocation, AttachmentId, Lease, PoolSpec, PoolStatus, Reservation, VlanSpec};
+use hc_api::IpamError;
+use hc_api::types::{AllocateRequest, Allocation, AttachmentId, Lease, PoolSpec, PoolStatus, Reservation, VlanSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Request, Response};
@@ -225,6 +226,11 @@ impl State {
     }
     pub fn vlan(&self, id: u16) -> Option<&VlanSpec> {
         self.vlans.get(&id)
+    }
+    /// The pools an allocation like `req` would draw from when no reservation decides, in
+    /// search order, with their counts: how a CNI STATUS tells "exhausted" from "serving".
+    pub fn candidate_pools(&self, req: &AllocateRequest) -> Result<Vec<PoolStatus>, IpamError> {
+        Ok(self.candidates(req)?.into_iter().map(|p| self.status_of(p)).collect())
     }
     /// Reservations by key.
     pub fn reservations(&self) -> Vec<Reservation> {

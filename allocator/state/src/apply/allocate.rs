@@ -134,32 +134,39 @@ impl State {
             });
         }
 
+        let pools = self.candidates(req)?;
+        if let [only] = pools[..] {
+            return self.choose_in(only, req.address);
+        }
+        // Selector matches in name order (no address asked for): a full pool passes the pod on
+        // to the next one.
+        pools
+            .iter()
+            .find_map(|p| self.choose_in(p, None).ok())
+            .ok_or_else(|| IpamError::PoolExhausted { pool: pools[0].name().to_owned() })
+    }
+
+    /// The pools a request draws from when no reservation decides, in search order: the named
+    /// pool, else the pool containing a named address, else the pools whose selector takes the
+    /// request (by name), else the default pool (IPv4 if there is one, else IPv6). Never empty.
+    pub(crate) fn candidates(&self, req: &AllocateRequest) -> Result<Vec<&Pool>, IpamError> {
         if let Some(name) = &req.pool {
-            let pool = self.pools.get(name).ok_or_else(|| IpamError::PoolNotFound { pool: name.clone() })?;
-            return self.choose_in(pool, req.address);
+            return Ok(vec![self.pools.get(name).ok_or_else(|| IpamError::PoolNotFound { pool: name.clone() })?]);
         }
         if let Some(address) = req.address {
-            let pool = self.pool_of(address).ok_or(IpamError::NoPoolMatches)?;
-            return self.choose_in(pool, Some(address));
+            return Ok(vec![self.pool_of(address).ok_or(IpamError::NoPoolMatches)?]);
         }
-
-        // Selector matches in name order; a full pool passes the pod on to the next one.
         let matching: Vec<&Pool> = self.pools.values().filter(|p| selector_matches(&p.spec.selector, req)).collect();
-        if let Some(first) = matching.first() {
-            return matching
-                .iter()
-                .find_map(|p| self.choose_in(p, None).ok())
-                .ok_or_else(|| IpamError::PoolExhausted { pool: first.name().to_owned() });
+        if !matching.is_empty() {
+            return Ok(matching);
         }
-
-        // The default pool: IPv4 if there is one, else IPv6.
         let default = self
             .pools
             .values()
             .filter(|p| p.spec.default)
             .min_by_key(|p| !p.is_v4())
             .ok_or(IpamError::NoPoolMatches)?;
-        self.choose_in(default, None)
+        Ok(vec![default])
     }
 
     /// `address` if it is free in `pool`, or else the next free address of the pool.
@@ -431,6 +438,36 @@ mod tests {
             h.refused(Command::Allocate { fence: None, request: bare("c9", "n1") }),
             IpamError::PoolExhausted { pool: "a".into() }
         );
+    }
+
+    #[test]
+    fn candidate_pools_are_the_pools_allocation_searches_with_their_counts() {
+        let mut h = Harness::new();
+        let sel = Selector { namespaces: vec!["ns".into()], ..Default::default() };
+        h.create(selecting("b", "10.0.1.0/30", sel.clone()));
+        h.create(selecting("a", "10.0.0.0/30", sel));
+        h.create(PoolSpec { default: true, ..pool("default", "10.9.0.0/24") });
+        let names = |h: &Harness, r: &AllocateRequest| -> Vec<(String, u128)> {
+            h.state.candidate_pools(r).unwrap().into_iter().map(|p| (p.spec.name, p.free)).collect()
+        };
+        let mut other_ns = bare("x", "n1");
+        other_ns.owner.namespace = "web".into();
+        assert_eq!(names(&h, &other_ns), [("default".to_owned(), 254)]);
+        assert_eq!(names(&h, &req_in("x", "n1", "b")), [("b".to_owned(), 2)]);
+        assert_eq!(names(&h, &bare("x", "n1")), [("a".to_owned(), 2), ("b".to_owned(), 2)]);
+        for i in 0..4 {
+            h.alloc(None, bare(&format!("c{i}"), "n1"));
+        }
+        // Every candidate full: exactly when an allocation is refused as exhausted.
+        assert_eq!(names(&h, &bare("x", "n1")), [("a".to_owned(), 0), ("b".to_owned(), 0)]);
+        assert!(matches!(h.try_alloc(None, bare("x", "n1")), Err(IpamError::PoolExhausted { .. })));
+        assert_eq!(
+            h.state.candidate_pools(&req_in("x", "n1", "nope")),
+            Err(IpamError::PoolNotFound { pool: "nope".into() })
+        );
+        let mut bare_state = Harness::new();
+        bare_state.create(pool("plain", "10.8.0.0/24"));
+        assert_eq!(bare_state.state.candidate_pools(&other_ns), Err(IpamError::NoPoolMatches));
     }
 
     #[test]
