@@ -50,8 +50,21 @@ impl Recorder {
 
     /// Call as soon as the outcome is known. A timeout is [`Outcome::Unknown`], never a failure.
     pub fn complete(&self, invocation: Invocation, outcome: Outcome) -> u64 {
+        self.complete_at(invocation, outcome, self.now_ns())
+    }
+
+    /// [`Self::invoke`] for an operation another process timed: `at_ns` is on this recorder's
+    /// clock ([`Self::now_ns`]), no later than the request was sent.
+    pub fn invoke_at(&self, process: impl Into<String>, call: Call, at_ns: u64) -> Invocation {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Invocation { id, process: process.into(), call, invoke_ns: at_ns }
+    }
+
+    /// [`Self::complete`] for an operation another process timed: `at_ns` is on this
+    /// recorder's clock, no earlier than the reply arrived (never before the invocation).
+    pub fn complete_at(&self, invocation: Invocation, outcome: Outcome, at_ns: u64) -> u64 {
         let Invocation { id, process, call, invoke_ns } = invocation;
-        let op = Operation { id, process, invoke_ns, complete_ns: self.now_ns(), call, outcome };
+        let op = Operation { id, process, invoke_ns, complete_ns: at_ns.max(invoke_ns), call, outcome };
         self.push(Record::Op(op));
         id
     }

@@ -2,9 +2,11 @@
 //! checked by the independent history checker (`hc-checker`).
 //!
 //! Each schedule starts a fresh cluster: 3 or 5 `hc-allocator` processes, each in its own
-//! network namespace with its own address on a test bridge; the agents (tasks with their own
-//! node name, lease, fencing token and keep-alives) run in the root namespace and reach the
-//! replicas through the bridge's address. Faults run one after another and each heals:
+//! network namespace with its own address on a test bridge; the agents (`hc-chaos-agent`
+//! processes, each with its own node name, lease, fencing token, keep-alives and attachment
+//! record, restarted now and then with `kill -9`) run in the root namespace and reach the
+//! replicas through the bridge's address. They allocate in the first pool, in pools created
+//! during the run, at explicit addresses and for StatefulSet members with reservations. Faults run one after another and each heals:
 //! leader / follower isolation, one-way cuts and minority|majority splits (iptables inside the
 //! namespaces), `kill -9` of the leader, of a follower or of every replica and a restart from
 //! the data directories, SIGSTOP / SIGCONT of the leader, an agent whose lease lapses, and
@@ -34,9 +36,11 @@
 //! - `network.rs`: bridge, namespaces, iptables partitions; `cleanup.rs`: the registry of
 //!   everything to remove, and the signal handler.
 //! - `cluster.rs`: the allocator processes; `fault.rs`: fault kinds and the seeded plan.
-//! - `workload.rs`: the agents and what they record; `schedule.rs`: one schedule end to end;
+//! - `agent.rs`: one agent process (`src/bin/hc-chaos-agent.rs`); `workload.rs`: starting,
+//!   steering, restarting the agents and recording what they report; `schedule.rs`: one schedule end to end;
 //!   `run.rs`: a run and its report; `rng.rs`: the seeded generator.
 
+pub mod agent;
 pub mod cleanup;
 pub mod cluster;
 pub mod fault;

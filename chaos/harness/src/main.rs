@@ -64,6 +64,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let agent_bin = match std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("hc-chaos-agent"))) {
+        Some(b) if b.exists() => b,
+        other => {
+            eprintln!("hc-chaos: no hc-chaos-agent binary at {other:?}: cargo build -p hc-chaos");
+            return std::process::ExitCode::from(2);
+        }
+    };
     if flags.schedule_secs < 10 || flags.agents == 0 || flags.schedules == 0 {
         eprintln!("hc-chaos: need --schedule-secs ≥ 10, --agents ≥ 1, --schedules ≥ 1");
         return std::process::ExitCode::from(2);
@@ -78,6 +85,7 @@ fn main() -> std::process::ExitCode {
         replicas: flags.replicas,
         agents: flags.agents,
         allocator_bin,
+        agent_bin,
         lease_ttl: Duration::from_millis(flags.lease_ttl_ms),
         client: ClientConfig {
             deadline: Duration::from_millis(flags.deadline_ms),

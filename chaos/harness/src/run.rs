@@ -26,6 +26,8 @@ pub struct RunConfig {
     pub replicas: usize,
     pub agents: usize,
     pub allocator_bin: PathBuf,
+    /// `hc-chaos-agent`, one process per agent.
+    pub agent_bin: PathBuf,
     pub lease_ttl: Duration,
     pub client: ClientConfig,
     /// After the last heal an allocation must succeed within this long.
@@ -120,11 +122,13 @@ impl RunReport {
         for r in &self.schedules {
             let _ = writeln!(
                 s,
-                "## Schedule {} ({:.1} s, {} grants, {} agent restarts, {} allocations at the end)\n",
+                "## Schedule {} ({:.1} s, {} grants, {} agent restarts (kill -9), {} pools created, {} allocations at \
+                 the end)\n",
                 r.index,
                 r.duration_ms as f64 / 1e3,
                 r.grants,
                 r.agent_restarts,
+                r.pools_created,
                 r.final_allocations
             );
             for i in &r.injected {

@@ -4,24 +4,29 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use hc_api::IpamError;
 use hc_api::client::Client;
 use hc_api::command::Command;
-use hc_api::types::PoolSpec;
+use hc_api::types::{PoolSpec, Reservation};
 use hc_checker::{CheckConfig, FaultPhase, Holding, Recorder, Report};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::{RESERVED, reservation_key, reserved_address};
 use crate::cluster::Cluster;
 use crate::fault::{FaultKind, PlannedFault};
 use crate::network::Network;
+use crate::rng::Rng;
 use crate::run::RunConfig;
 use crate::workload::{POOL, POOL_CIDR, Workload, WorkloadConfig};
 
 /// Workload before the first fault.
 const WARMUP: Duration = Duration::from_secs(1);
+/// Mean time between two `kill -9` restarts of one agent.
+const AGENT_RESTART_EVERY: Duration = Duration::from_secs(6);
 /// Workload after the last heal, so that recovery is observed.
 pub const TAIL: Duration = Duration::from_secs(3);
 
@@ -33,6 +38,9 @@ pub struct ScheduleReport {
     pub injected: Vec<String>,
     pub grants: u64,
     pub agent_restarts: u64,
+    /// Pools created while the workload ran (besides the first).
+    #[serde(default)]
+    pub pools_created: u64,
     pub final_allocations: usize,
     pub duration_ms: u64,
     pub check: Report,
@@ -149,13 +157,11 @@ impl Driver<'_> {
                 self.cluster.resume(leader)?;
             }
             FaultKind::LeaseLapse => {
-                let agent = (f.pick % self.workload.controls.len() as u64) as usize;
-                let control = &self.workload.controls[agent];
-                control.lapsed.store(true, Ordering::Relaxed);
+                let agent = (f.pick % self.workload.agents() as u64) as usize;
+                self.workload.lapse(agent).await;
                 start(format!("agent {agent} without keep-alives for {} ms", f.hold_ms), &mut injected);
                 tokio::time::sleep(f.hold()).await;
-                control.lapsed.store(false, Ordering::Relaxed);
-                control.regrant.store(true, Ordering::Relaxed);
+                self.workload.heal(agent).await;
             }
         }
         self.recorder.fault(name, FaultPhase::Stop, None);
@@ -179,11 +185,30 @@ pub async fn run_schedule(
     let admin = Client::new(cluster.endpoints(), config.client.clone())?;
     let spec: PoolSpec = serde_json::from_value(serde_json::json!({"name": POOL, "cidr": POOL_CIDR}))?;
     admin.propose(&Command::CreatePool(spec)).await.context("creating the pool")?;
+    for ordinal in 0..RESERVED {
+        let reservation =
+            Reservation { key: reservation_key(ordinal), pool: POOL.to_owned(), address: reserved_address(ordinal) };
+        admin.propose(&Command::PutReservation(reservation)).await.context("creating a reservation")?;
+    }
 
     let recorder = Arc::new(Recorder::new());
-    let wl_config =
-        WorkloadConfig { agents: config.agents, lease_ttl: config.lease_ttl, client: config.client.clone() };
-    let workload = Workload::start(&cluster.endpoints(), &wl_config, Arc::clone(&recorder), config.seed, index)?;
+    let wl_config = WorkloadConfig {
+        agents: config.agents,
+        lease_ttl: config.lease_ttl,
+        client: config.client.clone(),
+        agent_bin: config.agent_bin.clone(),
+        dir: dir.join("agents"),
+        restart_every: Some(AGENT_RESTART_EVERY),
+    };
+    let workload =
+        Arc::new(Workload::start(&cluster.endpoints(), &wl_config, Arc::clone(&recorder), config.seed, index)?);
+    let pools_created = Arc::new(AtomicU64::new(0));
+    let pools = tokio::spawn(create_pools(
+        admin,
+        Arc::clone(&workload),
+        Rng::derive(config.seed, 3000 + index),
+        Arc::clone(&pools_created),
+    ));
     tokio::time::sleep(WARMUP).await;
 
     let mut driver = Driver { cluster: &mut cluster, workload: &workload, recorder: &recorder, injected: Vec::new() };
@@ -200,16 +225,19 @@ pub async fn run_schedule(
     let injected = std::mem::take(&mut driver.injected);
     let remaining = Duration::from_secs(config.schedule_secs).saturating_sub(began.elapsed());
     tokio::time::sleep(remaining.max(TAIL)).await;
+    pools.abort();
+    let _ = pools.await;
+    let pools_created = pools_created.load(Ordering::Relaxed);
+    workload.stop().await;
     let grants = workload.counters.grants.load(Ordering::Relaxed);
     let restarts = workload.counters.restarts.load(Ordering::Relaxed);
-    workload.stop().await;
     if let Some(e) = failure {
         return Err(e.context(cluster.log_tails(20)));
     }
 
     let leader = cluster.wait_settled(Duration::from_secs(30)).await?;
     let invoke_ns = recorder.now_ns();
-    let listing = cluster.probe().list_allocations_at(leader, Some(POOL), None).await.context("final listing")?;
+    let listing = cluster.probe().list_allocations_at(leader, None, None).await.context("final listing")?;
     recorder.final_state(invoke_ns, listing.iter().map(holding).collect());
     let history = recorder.history();
     let check_config = CheckConfig { recovery_bound_ns: config.recovery_bound.as_nanos() as u64, ..Default::default() };
@@ -225,11 +253,33 @@ pub async fn run_schedule(
         injected,
         grants,
         agent_restarts: restarts,
+        pools_created,
         final_allocations: listing.len(),
         duration_ms: began.elapsed().as_millis() as u64,
         check,
     };
     Ok((report, history))
+}
+
+/// Creates a new pool every 2–4 s while the workload runs and tells the agents; a creation
+/// whose outcome is unknown is announced too (allocating in a pool that does not exist is a
+/// typed refusal). Counts what it announced in `created`; runs until aborted.
+async fn create_pools(admin: Client, workload: Arc<Workload>, mut rng: Rng, created: Arc<AtomicU64>) {
+    for k in 0..200u32 {
+        tokio::time::sleep(Duration::from_millis(rng.range(2000, 4000))).await;
+        let name = format!("{POOL}-x{k}");
+        let spec = serde_json::from_value::<PoolSpec>(serde_json::json!({
+            "name": name, "cidr": format!("172.30.{k}.0/24"), "gateway": format!("172.30.{k}.1")
+        }));
+        let Ok(spec) = spec else { return };
+        match admin.propose(&Command::CreatePool(spec)).await {
+            Ok(_) | Err(IpamError::Unavailable { .. } | IpamError::NotLeader { .. }) => {
+                workload.add_pool(&name).await;
+                created.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("hc-chaos: creating pool {name}: {e}"),
+        }
+    }
 }
 
 /// Fault name → how many ran (for the run summary).

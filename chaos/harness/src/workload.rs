@@ -1,42 +1,40 @@
-//! The workload: agents, each a task with its own node name, lease, fencing token and
-//! keep-alives, allocating for random new owners and releasing what it holds; now and then an
-//! agent restarts (re-grants, fencing its old token). Every call is recorded in the
-//! [`Recorder`]: a typed refusal is `fail`, a timeout or transport failure is `unknown`.
-//!
-//! A release whose reply lists nothing is recorded as `unknown`: the client retries inside one
-//! call, and a retry after a first attempt that did release finds nothing left. (A typed
-//! refusal that follows such a hidden, applied attempt would still be recorded as `fail`; no
-//! run so far has shown one.)
+//! The workload: several agents, each its own `hc-chaos-agent` process (see `agent.rs`) with
+//! its own node name, lease, fencing token, keep-alives and attachment record. The harness
+//! reads each agent's reported operations into the [`Recorder`], steers agents through their
+//! stdin (a lapsed lease, new pools), and restarts them at random with `kill -9`: the new
+//! incarnation re-grants (fencing the old token), reconciles its record, and goes on. An
+//! operation the killed process never completed is recorded as `unknown`.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hc_api::IpamError;
-use hc_api::client::{Client, ClientConfig};
-use hc_api::types::{AllocateRequest, AttachmentId, Fence, Lease, Owner, ReleaseTarget};
-use hc_checker::{Call, OkResult, Outcome, Recorder};
+use anyhow::Context;
+use hc_api::client::ClientConfig;
+use hc_checker::{Invocation, OkResult, Outcome, Recorder};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
 
+use crate::agent::{AgentCommand, AgentEvent, monotonic_ns};
+use crate::cleanup;
 use crate::rng::Rng;
 
-pub const POOL: &str = "chaos";
-pub const POOL_CIDR: &str = "172.31.0.0/20";
+pub use crate::agent::{POOL, POOL_CIDR};
 
 #[derive(Debug, Clone)]
 pub struct WorkloadConfig {
     pub agents: usize,
     pub lease_ttl: Duration,
     pub client: ClientConfig,
-}
-
-/// What the fault driver can do to one agent while it runs.
-#[derive(Debug, Default)]
-pub struct AgentControl {
-    /// Keep-alives are suspended (the lease-lapse fault).
-    pub lapsed: AtomicBool,
-    /// Re-grant before the next write.
-    pub regrant: AtomicBool,
+    /// The `hc-chaos-agent` binary.
+    pub agent_bin: PathBuf,
+    /// Where the agents' records and logs go.
+    pub dir: PathBuf,
+    /// Mean time between two restarts of one agent; `None`: never.
+    pub restart_every: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -45,224 +43,203 @@ pub struct Counters {
     pub restarts: AtomicU64,
 }
 
-/// The running workload; [`Workload::stop`] ends every agent after its current call.
-#[derive(Debug)]
-pub struct Workload {
-    stop: Arc<AtomicBool>,
-    pub controls: Vec<Arc<AgentControl>>,
-    pub counters: Arc<Counters>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+/// Converts the agents' monotonic times to the recorder's clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// `CLOCK_MONOTONIC` at the recorder's origin.
+    origin_ns: u64,
 }
 
-fn outcome_of_error(e: &IpamError) -> Outcome {
-    match e {
-        IpamError::Unavailable { .. } | IpamError::NotLeader { .. } => Outcome::Unknown { error: Some(e.to_string()) },
-        _ => Outcome::Fail { error: Some(e.to_string()) },
+impl Clock {
+    fn of(recorder: &Recorder) -> Clock {
+        let before = recorder.now_ns();
+        let mono = monotonic_ns();
+        let after = recorder.now_ns();
+        Clock { origin_ns: mono.saturating_sub(before / 2 + after / 2) }
+    }
+
+    fn to_recorder(self, mono_ns: u64) -> u64 {
+        mono_ns.saturating_sub(self.origin_ns)
     }
 }
 
-fn checker_owner(o: &Owner) -> hc_checker::Owner {
-    hc_checker::Owner { container_id: o.container_id.clone(), interface: o.interface.clone(), node: o.node.clone() }
+/// One running incarnation of an agent.
+struct Running {
+    pid: Option<u32>,
+    child: Child,
+    stdin: ChildStdin,
+    reader: tokio::task::JoinHandle<()>,
 }
 
-fn checker_fence(lease: &Lease) -> hc_checker::Fence {
-    hc_checker::Fence { node: lease.node.clone(), token: lease.token }
+/// One agent: its node name and the process currently playing it.
+struct Slot {
+    node: String,
+    /// The replicas in the order this agent tries them.
+    endpoints: Vec<String>,
+    seed: u64,
+    lapsed: AtomicBool,
+    incarnation: AtomicU64,
+    running: tokio::sync::Mutex<Option<Running>>,
 }
 
-struct Agent {
-    name: String,
-    client: Client,
+struct Shared {
+    config: WorkloadConfig,
     recorder: Arc<Recorder>,
-    control: Arc<AgentControl>,
+    clock: Clock,
     counters: Arc<Counters>,
-    lease: Arc<Mutex<Option<Lease>>>,
-    ttl: Duration,
-    rng: Rng,
-    next_container: u64,
-    /// Owners whose allocation was acknowledged and not released.
-    held: Vec<Owner>,
-    /// Owners whose allocation or release outcome is unknown.
-    uncertain: Vec<Owner>,
+    /// Pools created during the run (a restarted agent learns them on its command line).
+    pools: Mutex<Vec<String>>,
 }
 
-impl Agent {
-    fn lease(&self) -> Option<Lease> {
-        self.lease.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
+/// The running workload; [`Workload::stop`] ends every agent after its current call.
+pub struct Workload {
+    shared: Arc<Shared>,
+    slots: Vec<Arc<Slot>>,
+    stop: Arc<AtomicBool>,
+    restarters: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub counters: Arc<Counters>,
+}
 
-    fn set_lease(&self, lease: Option<Lease>) {
-        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = lease;
-    }
-
-    async fn grant(&mut self) -> bool {
-        let inv = self.recorder.invoke(&self.name, Call::Grant { node: self.name.clone() });
-        match self.client.grant_lease(&self.name, self.ttl).await {
-            Ok(lease) => {
-                self.recorder.complete(inv, Outcome::Ok(OkResult::Granted { token: lease.token }));
-                self.counters.grants.fetch_add(1, Ordering::Relaxed);
-                self.set_lease(Some(lease));
-                true
-            }
-            Err(e) => {
-                self.recorder.complete(inv, outcome_of_error(&e));
-                false
-            }
-        }
-    }
-
-    async fn allocate(&mut self, lease: &Lease, owner: Owner) {
-        let call = Call::Allocate {
-            owner: checker_owner(&owner),
-            pool: Some(POOL.to_owned()),
-            requested: None,
-            reservation: None,
-            fence: Some(checker_fence(lease)),
-        };
-        let inv = self.recorder.invoke(&self.name, call);
-        let request = AllocateRequest { owner: owner.clone(), pool: Some(POOL.to_owned()), ..Default::default() };
-        let fence = Fence { node: lease.node.clone(), token: lease.token };
-        match self.client.allocate(Some(fence), request).await {
-            Ok(a) => {
-                let address: IpAddr = a.allocation.address;
-                self.recorder.complete(inv, Outcome::Ok(OkResult::Allocated { address }));
-                self.uncertain.retain(|o| o != &owner);
-                if !self.held.contains(&owner) {
-                    self.held.push(owner);
-                }
-            }
-            Err(e) => {
-                let outcome = outcome_of_error(&e);
-                if matches!(outcome, Outcome::Unknown { .. }) && !self.uncertain.contains(&owner) {
-                    self.uncertain.push(owner);
-                }
-                self.recorder.complete(inv, outcome);
-                if matches!(e, IpamError::StaleToken { .. } | IpamError::NoLease { .. }) {
-                    self.control.regrant.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    async fn release(&mut self, lease: &Lease, owner: Owner) {
-        let call = Call::Release {
-            target: hc_checker::ReleaseTarget::Owner(checker_owner(&owner)),
-            fence: Some(checker_fence(lease)),
-        };
-        let inv = self.recorder.invoke(&self.name, call);
-        let fence = Fence { node: lease.node.clone(), token: lease.token };
-        let target = ReleaseTarget::Owner(AttachmentId {
-            container_id: owner.container_id.clone(),
-            interface: owner.interface.clone(),
-        });
-        match self.client.release(Some(fence), target).await {
-            Ok(r) if r.released.is_empty() => {
-                self.recorder.complete(inv, Outcome::Unknown { error: Some("released nothing".into()) });
-                self.held.retain(|o| o != &owner);
-                self.uncertain.retain(|o| o != &owner);
-            }
-            Ok(r) => {
-                let released = r.released.iter().map(|a| a.address).collect();
-                self.recorder.complete(inv, Outcome::Ok(OkResult::Released { released }));
-                self.held.retain(|o| o != &owner);
-                self.uncertain.retain(|o| o != &owner);
-            }
-            Err(e) => {
-                let outcome = outcome_of_error(&e);
-                if matches!(outcome, Outcome::Unknown { .. }) {
-                    self.held.retain(|o| o != &owner);
-                    if !self.uncertain.contains(&owner) {
-                        self.uncertain.push(owner);
-                    }
-                }
-                self.recorder.complete(inv, outcome);
-                if matches!(e, IpamError::StaleToken { .. } | IpamError::NoLease { .. }) {
-                    self.control.regrant.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    fn new_owner(&mut self) -> Owner {
-        self.next_container += 1;
-        let container_id = format!("{}-c{}", self.name, self.next_container);
-        Owner {
-            pod: container_id.clone(),
-            container_id,
-            interface: "eth0".into(),
-            namespace: "chaos".into(),
-            node: self.name.clone(),
-        }
-    }
-
-    async fn run(mut self, stop: Arc<AtomicBool>) {
-        while !stop.load(Ordering::Relaxed) {
-            let lease = match self.lease() {
-                Some(l) if !self.control.regrant.load(Ordering::Relaxed) => l,
-                _ => {
-                    if self.control.lapsed.load(Ordering::Relaxed) {
-                        // Cut off: keep writing with the old token (or wait, if none yet).
-                        match self.lease() {
-                            Some(l) => l,
-                            None => {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        }
-                    } else {
-                        self.control.regrant.store(false, Ordering::Relaxed);
-                        if !self.grant().await {
-                            self.control.regrant.store(true, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        continue;
-                    }
-                }
-            };
-            // An agent restart: a new grant fences every write with the old token.
-            if self.rng.chance(0.004) {
-                self.counters.restarts.fetch_add(1, Ordering::Relaxed);
-                self.control.regrant.store(true, Ordering::Relaxed);
-                continue;
-            }
-            let roll = self.rng.below(100);
-            if !self.uncertain.is_empty() && roll < 10 {
-                // Resolve an unknown outcome: repeat the ADD (idempotent) or DEL it.
-                let i = self.rng.below(self.uncertain.len() as u64) as usize;
-                let owner = self.uncertain[i].clone();
-                if self.rng.chance(0.5) {
-                    self.allocate(&lease, owner).await;
-                } else {
-                    self.release(&lease, owner).await;
-                }
-            } else if self.held.len() < 4 || (self.held.len() < 40 && roll < 60) {
-                let owner = self.new_owner();
-                self.allocate(&lease, owner).await;
-            } else {
-                let i = self.rng.below(self.held.len() as u64) as usize;
-                let owner = self.held[i].clone();
-                self.release(&lease, owner).await;
-            }
-            tokio::time::sleep(Duration::from_millis(self.rng.range(10, 40))).await;
-        }
+impl std::fmt::Debug for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workload").field("agents", &self.slots.len()).finish()
     }
 }
 
-/// Renews `lease` every quarter TTL unless the agent is lapsed; a refusal asks for a re-grant.
-async fn keep_alive(
-    client: Arc<Client>,
-    lease: Arc<Mutex<Option<Lease>>>,
-    control: Arc<AgentControl>,
-    ttl: Duration,
+impl Shared {
+    /// Starts the next incarnation of `slot`.
+    fn spawn(&self, slot: &Slot) -> anyhow::Result<Running> {
+        let incarnation = slot.incarnation.fetch_add(1, Ordering::Relaxed) + 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.dir.join(format!("{}.log", slot.node)))?;
+        let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner).join(",");
+        let mut command = Command::new(&self.config.agent_bin);
+        command
+            .args(["--node", &slot.node])
+            .args(["--endpoints", &slot.endpoints.join(",")])
+            .args(["--seed", &slot.seed.to_string()])
+            .args(["--lease-ttl-ms", &self.config.lease_ttl.as_millis().to_string()])
+            .args(["--deadline-ms", &self.config.client.deadline.as_millis().to_string()])
+            .args(["--attempt-timeout-ms", &self.config.client.attempt_timeout.as_millis().to_string()])
+            .arg("--record")
+            .arg(self.config.dir.join(format!("{}.record.json", slot.node)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        if !pools.is_empty() {
+            command.args(["--pools", &pools]);
+        }
+        let mut child = command.spawn().with_context(|| format!("starting {}", self.config.agent_bin.display()))?;
+        let pid = child.id();
+        if let Some(pid) = pid {
+            cleanup::add_pid(pid);
+        }
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            anyhow::bail!("the agent's pipes are missing");
+        };
+        let process = format!("{}/{incarnation}", slot.node);
+        let reader = tokio::spawn(read_events(
+            stdout,
+            Arc::clone(&self.recorder),
+            self.clock,
+            process,
+            Arc::clone(&self.counters),
+        ));
+        Ok(Running { pid, child, stdin, reader })
+    }
+}
+
+/// Reads one incarnation's events into the recorder until its stdout closes; what it invoked
+/// and never completed is then `unknown` (it may still take effect).
+async fn read_events(
+    stdout: tokio::process::ChildStdout,
+    recorder: Arc<Recorder>,
+    clock: Clock,
+    process: String,
+    counters: Arc<Counters>,
+) {
+    let mut pending: HashMap<u64, Invocation> = HashMap::new();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<AgentEvent>(&line) {
+            Ok(AgentEvent::Invoke { id, at_ns, call }) => {
+                pending.insert(id, recorder.invoke_at(process.clone(), call, clock.to_recorder(at_ns)));
+            }
+            Ok(AgentEvent::Complete { op }) => {
+                if matches!(op.outcome, Outcome::Ok(OkResult::Granted { .. })) {
+                    counters.grants.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(inv) = pending.remove(&op.id) {
+                    recorder.complete_at(inv, op.outcome, clock.to_recorder(op.complete_ns));
+                }
+            }
+            // A torn last line from a killed process: its operation stays pending.
+            Err(e) => eprintln!("hc-chaos: {process}: unreadable event {line:?}: {e}"),
+        }
+    }
+    let mut left: Vec<(u64, Invocation)> = pending.into_iter().collect();
+    left.sort_by_key(|(id, _)| *id);
+    for (_, inv) in left {
+        recorder.complete(inv, Outcome::Unknown { error: Some("the agent process died".into()) });
+    }
+}
+
+async fn send(running: &mut Running, command: &AgentCommand) {
+    let mut line = serde_json::to_vec(command).unwrap_or_default();
+    line.push(b'\n');
+    // A process that just died cannot be told anything; its next incarnation starts afresh.
+    let _ = running.stdin.write_all(&line).await;
+    let _ = running.stdin.flush().await;
+}
+
+/// Ends an incarnation: `kill -9`, then waits for its events to be read.
+async fn kill(mut running: Running) {
+    let _ = running.child.kill().await;
+    if let Some(pid) = running.pid {
+        cleanup::remove_pid(pid);
+    }
+    let _ = running.reader.await;
+}
+
+/// Restarts the slot's agent now and then (never while its lease is lapsed on purpose).
+async fn restart_now_and_then(
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    every: Duration,
+    mut rng: Rng,
     stop: Arc<AtomicBool>,
 ) {
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(ttl / 4).await;
-        if control.lapsed.load(Ordering::Relaxed) {
+    let mean = every.as_millis() as u64;
+    loop {
+        let wait = Duration::from_millis(rng.range(mean / 2, mean * 3 / 2 + 1));
+        let step = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while waited < wait {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(step).await;
+            waited += step;
+        }
+        if slot.lapsed.load(Ordering::Relaxed) {
             continue;
         }
-        let Some(current) = lease.lock().unwrap_or_else(PoisonError::into_inner).clone() else { continue };
-        if let Err(IpamError::StaleToken { .. } | IpamError::NoLease { .. }) = client.keep_alive(&current).await {
-            control.regrant.store(true, Ordering::Relaxed);
+        let mut running = slot.running.lock().await;
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(old) = running.take() {
+            kill(old).await;
+        }
+        match shared.spawn(&slot) {
+            Ok(r) => {
+                *running = Some(r);
+                shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("hc-chaos: cannot restart agent {}: {e:#}", slot.node),
         }
     }
 }
@@ -275,50 +252,99 @@ impl Workload {
         seed: u64,
         tag: u64,
     ) -> anyhow::Result<Workload> {
-        let stop = Arc::new(AtomicBool::new(false));
+        std::fs::create_dir_all(&config.dir)?;
         let counters = Arc::new(Counters::default());
-        let mut controls = Vec::new();
-        let mut tasks = Vec::new();
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            clock: Clock::of(&recorder),
+            recorder,
+            counters: Arc::clone(&counters),
+            pools: Mutex::new(Vec::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut slots = Vec::new();
+        let mut restarters = Vec::new();
         for a in 0..config.agents {
-            let name = format!("node-{tag}-{a}");
-            let control = Arc::new(AgentControl::default());
-            let lease = Arc::new(Mutex::new(None));
             // Each agent enters through a different replica, as agents spread over a cluster would.
             let mut eps = endpoints.to_vec();
             let n = eps.len();
             eps.rotate_left(a % n);
-            let ka_client = Arc::new(Client::new(eps.clone(), config.client.clone())?);
-            let agent = Agent {
-                name,
-                client: Client::new(eps, config.client.clone())?,
-                recorder: Arc::clone(&recorder),
-                control: Arc::clone(&control),
-                counters: Arc::clone(&counters),
-                lease: Arc::clone(&lease),
-                ttl: config.lease_ttl,
-                rng: Rng::derive(seed, 1000 + a as u64),
-                next_container: 0,
-                held: Vec::new(),
-                uncertain: Vec::new(),
-            };
-            control.regrant.store(true, Ordering::Relaxed);
-            tasks.push(tokio::spawn(agent.run(Arc::clone(&stop))));
-            tasks.push(tokio::spawn(keep_alive(
-                ka_client,
-                lease,
-                Arc::clone(&control),
-                config.lease_ttl,
-                Arc::clone(&stop),
-            )));
-            controls.push(control);
+            let slot = Arc::new(Slot {
+                node: format!("node-{tag}-{a}"),
+                endpoints: eps,
+                seed: Rng::derive(seed, 1000 + a as u64).next_u64(),
+                lapsed: AtomicBool::new(false),
+                incarnation: AtomicU64::new(0),
+                running: tokio::sync::Mutex::new(None),
+            });
+            let first = shared.spawn(&slot)?;
+            *slot.running.try_lock().map_err(|_| anyhow::anyhow!("agent slot busy"))? = Some(first);
+            if let Some(every) = config.restart_every {
+                restarters.push(tokio::spawn(restart_now_and_then(
+                    Arc::clone(&shared),
+                    Arc::clone(&slot),
+                    every,
+                    Rng::derive(seed, 2000 + a as u64),
+                    Arc::clone(&stop),
+                )));
+            }
+            slots.push(slot);
         }
-        Ok(Workload { stop, controls, counters, tasks })
+        Ok(Workload { shared, slots, stop, restarters: Mutex::new(restarters), counters })
     }
 
-    pub async fn stop(self) {
+    pub fn agents(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Agent `i` stops its keep-alives and keeps writing with its old token.
+    pub async fn lapse(&self, i: usize) {
+        let slot = &self.slots[i];
+        slot.lapsed.store(true, Ordering::Relaxed);
+        if let Some(r) = slot.running.lock().await.as_mut() {
+            send(r, &AgentCommand::Lapse).await;
+        }
+    }
+
+    /// Agent `i` renews again (re-granting first).
+    pub async fn heal(&self, i: usize) {
+        let slot = &self.slots[i];
+        if let Some(r) = slot.running.lock().await.as_mut() {
+            send(r, &AgentCommand::Heal).await;
+        }
+        slot.lapsed.store(false, Ordering::Relaxed);
+    }
+
+    /// Every agent may allocate in `pool` from now on.
+    pub async fn add_pool(&self, pool: &str) {
+        self.shared.pools.lock().unwrap_or_else(PoisonError::into_inner).push(pool.to_owned());
+        for slot in &self.slots {
+            if let Some(r) = slot.running.lock().await.as_mut() {
+                send(r, &AgentCommand::Pool { name: pool.to_owned() }).await;
+            }
+        }
+    }
+
+    /// Stops the restarts, then every agent after its current call (killing one that does
+    /// not stop within 10 s).
+    pub async fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
+        let restarters = std::mem::take(&mut *self.restarters.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in restarters {
             let _ = t.await;
+        }
+        for slot in &self.slots {
+            let Some(mut r) = slot.running.lock().await.take() else { continue };
+            send(&mut r, &AgentCommand::Stop).await;
+            match tokio::time::timeout(Duration::from_secs(10), r.child.wait()).await {
+                Ok(_) => {
+                    if let Some(pid) = r.pid {
+                        cleanup::remove_pid(pid);
+                    }
+                    let _ = r.reader.await;
+                }
+                Err(_) => kill(r).await,
+            }
         }
     }
 }
