@@ -32,22 +32,7 @@ pub struct Replica {
     peers: std::sync::Mutex<HashMap<String, Channel>>,
 }
 
-/// Cluster status as seen by this replica.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ClusterStatus {
-    pub id: u64,
-    pub leader_id: Option<u64>,
-    pub leader: Option<NodeInfo>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub committed_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-    pub members: std::collections::BTreeMap<u64, NodeInfo>,
-}
+pub use hc_api::types::ClusterStatus;
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

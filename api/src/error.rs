@@ -175,12 +175,11 @@ impl IpamError {
     /// Recovers the typed error from a gRPC status produced by `From<IpamError>`; transport
     /// failures and statuses from elsewhere become `Unavailable` or `InvalidArgument`.
     pub fn from_status(status: &tonic::Status) -> IpamError {
-        if let Some(v) = status.metadata().get_bin(GRPC_ERROR_METADATA) {
-            if let Ok(bytes) = v.to_bytes() {
-                if let Ok(e) = serde_json::from_slice::<IpamError>(&bytes) {
-                    return e;
-                }
-            }
+        if let Some(v) = status.metadata().get_bin(GRPC_ERROR_METADATA)
+            && let Ok(bytes) = v.to_bytes()
+            && let Ok(e) = serde_json::from_slice::<IpamError>(&bytes)
+        {
+            return e;
         }
         match status.code() {
             tonic::Code::InvalidArgument => IpamError::invalid("request", status.message()),

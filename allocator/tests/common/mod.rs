@@ -178,14 +178,12 @@ impl Cluster {
                 if r.child.is_none() {
                     continue;
                 }
-                if let Ok(s) = client.status_at(i).await {
-                    if let Some(l) = s.leader_id {
-                        if let Some(idx) = self.replicas.iter().position(|r| r.id == l && r.child.is_some()) {
-                            if client.status_at(idx).await.map(|s| s.leader_id == Some(l)).unwrap_or(false) {
-                                return idx;
-                            }
-                        }
-                    }
+                if let Ok(s) = client.status_at(i).await
+                    && let Some(l) = s.leader_id
+                    && let Some(idx) = self.replicas.iter().position(|r| r.id == l && r.child.is_some())
+                    && client.status_at(idx).await.map(|s| s.leader_id == Some(l)).unwrap_or(false)
+                {
+                    return idx;
                 }
             }
             if Instant::now() > deadline {

@@ -2,6 +2,7 @@
 //! They are the JSON of the REST API and the payload of the replicated log.
 
 mod allocation;
+mod cluster;
 mod lease;
 mod pool;
 mod range;
@@ -11,6 +12,7 @@ mod vlan;
 pub use allocation::{
     AllocateRequest, Allocated, Allocation, AllocationState, AttachmentId, Owner, ReleaseTarget, Released,
 };
+pub use cluster::{ClusterStatus, NodeInfo};
 pub use lease::{Fence, Lease, LeaseState};
 pub use pool::{Dns, PoolSpec, PoolStatus, Route, Selector};
 pub use range::{IpRange, IpRangeError};
