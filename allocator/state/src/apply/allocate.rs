@@ -586,10 +586,7 @@ mod tests {
         h.alloc(Some(cur.clone()), req_in("c1", "n1", "p"));
         let lease = h.lease("n1");
         h.ok(Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
-        assert_eq!(
-            h.refused(alloc(cur.clone(), "n1")),
-            IpamError::StaleToken { node: "n1".into(), presented: cur.token, current: cur.token }
-        );
+        assert_eq!(h.refused(alloc(cur.clone(), "n1")), IpamError::NoLease { node: "n1".into() });
     }
 
     #[test]

@@ -13,12 +13,16 @@ use crate::validate::validate_key;
 
 impl State {
     /// Admits a node-scoped write: the node has a lease, it is active, and the token is its
-    /// current one (invariant 3). An expired lease makes every token stale.
+    /// current one (invariant 3). An expired lease makes every token stale: the current one is
+    /// answered `NoLease` (the holder must acquire a new lease), any other `StaleToken`.
     pub(crate) fn check_fence(&self, fence: &Fence) -> Result<(), IpamError> {
         let Some(lease) = self.leases.get(&fence.node) else {
             return Err(IpamError::NoLease { node: fence.node.clone() });
         };
-        if lease.state != LeaseState::Active || fence.token != lease.token {
+        if lease.state != LeaseState::Active && fence.token == lease.token {
+            return Err(IpamError::NoLease { node: fence.node.clone() });
+        }
+        if fence.token != lease.token {
             return Err(IpamError::StaleToken {
                 node: fence.node.clone(),
                 presented: fence.token,
