@@ -81,7 +81,10 @@ impl Agent {
             return Err(AgentError::try_again_later("this node has no valid lease yet; hc-agent is re-acquiring it"));
         };
         let alloc_req = request::allocate_request(&req, &self.config.node, &self.config.node_labels)?;
-        let allocated = match self.allocator.client().allocate(Some(fence.clone()), alloc_req).await {
+        let step = StdInstant::now();
+        let allocated = self.allocator.client().allocate(Some(fence.clone()), alloc_req).await;
+        metrics::cni_step("ADD", "allocate", step.elapsed());
+        let allocated = match allocated {
             Ok(a) => a,
             Err(e) => {
                 if let IpamError::PoolExhausted { pool } = &e {
@@ -120,7 +123,10 @@ impl Agent {
             desired,
             result: result.clone(),
         };
-        if let Err(e) = self.store.put(record) {
+        let step = StdInstant::now();
+        let stored = self.store.put(record);
+        metrics::cni_step("ADD", "record", step.elapsed());
+        if let Err(e) = stored {
             warn!(error = %e, "cannot record the attachment; undoing it");
             if plugin == Plugin::Bridge
                 && let Err(te) = self.datapath.lock().await.teardown(&id).await
@@ -146,7 +152,13 @@ impl Agent {
         match (plugin, netns) {
             (Plugin::Bridge, Some(netns)) => {
                 let desired = request::desired_attachment(req, netns, allocated)?;
-                let attached = self.datapath.lock().await.setup(&desired).await.map_err(datapath_error)?;
+                let step = StdInstant::now();
+                let datapath = self.datapath.lock().await;
+                metrics::cni_step("ADD", "datapath_wait", step.elapsed());
+                let step = StdInstant::now();
+                let attached = datapath.setup(&desired).await;
+                metrics::cni_step("ADD", "datapath", step.elapsed());
+                let attached = attached.map_err(datapath_error)?;
                 Ok((Some(desired), Some(attached)))
             }
             _ => Ok((None, None)),
@@ -164,25 +176,32 @@ impl Agent {
         if built_here {
             // The address is released only once its veth is gone: while it may still be in use
             // it must not go to another pod.
-            self.datapath
-                .lock()
-                .await
-                .teardown(&id)
-                .await
+            let step = StdInstant::now();
+            let datapath = self.datapath.lock().await;
+            metrics::cni_step("DEL", "datapath_wait", step.elapsed());
+            let step = StdInstant::now();
+            let torn_down = datapath.teardown(&id).await;
+            metrics::cni_step("DEL", "datapath", step.elapsed());
+            drop(datapath);
+            torn_down
                 .map_err(|e| AgentError::new(code::IO_FAILURE, format!("removing the pod's interface failed: {e}")))?;
         }
         let status = self.lease.status();
         match status.fence(Instant::now()) {
-            Some(fence) => match self.allocator.client().release(Some(fence.clone()), owner_target(&id)).await {
-                Ok(released) => {
-                    for a in &released.released {
-                        info!(address = %a.address, pool = %a.pool, "released");
-                        self.clear_exhausted_pool(&a.pool);
+            Some(fence) => {
+                match timed("DEL", "release", self.allocator.client().release(Some(fence.clone()), owner_target(&id)))
+                    .await
+                {
+                    Ok(released) => {
+                        for a in &released.released {
+                            info!(address = %a.address, pool = %a.pool, "released");
+                            self.clear_exhausted_pool(&a.pool);
+                        }
                     }
+                    Err(IpamError::AllocationNotFound { .. }) => {}
+                    Err(e) => return Err(self.ipam_error(e, &fence)),
                 }
-                Err(IpamError::AllocationNotFound { .. }) => {}
-                Err(e) => return Err(self.ipam_error(e, &fence)),
-            },
+            }
             // Recorded: the address is ours to release and we cannot yet; the runtime retries.
             None if record.is_some() => {
                 return Err(AgentError::try_again_later(
@@ -193,9 +212,10 @@ impl Agent {
             // reconcile that follows the next grant.
             None => {}
         }
-        self.store
-            .remove(&id)
-            .map_err(|e| AgentError::new(code::IO_FAILURE, format!("cannot forget the attachment: {e}")))?;
+        let step = StdInstant::now();
+        let removed = self.store.remove(&id);
+        metrics::cni_step("DEL", "record", step.elapsed());
+        removed.map_err(|e| AgentError::new(code::IO_FAILURE, format!("cannot forget the attachment: {e}")))?;
         metrics::attachments(self.store.len());
         Ok(())
     }
@@ -345,6 +365,14 @@ impl Agent {
             _ => AgentError::refused(e.to_string()),
         }
     }
+}
+
+/// Awaits `f` and records how long it took as `step` of `verb`.
+async fn timed<T>(verb: &'static str, step: &'static str, f: impl Future<Output = T>) -> T {
+    let started = StdInstant::now();
+    let out = f.await;
+    metrics::cni_step(verb, step, started.elapsed());
+    out
 }
 
 fn datapath_error(e: DatapathError) -> AgentError {
