@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -139,10 +140,42 @@ pub fn run_prefix() -> String {
     format!("hcb{}", std::process::id())
 }
 
-/// Deletes every network namespace of this run, whatever created it — at shutdown, also after
-/// Ctrl-C (registered with the supervisor once per part).
+/// Set at shutdown: no plugin is exec'd any more.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Plugin processes running now. At shutdown they are waited for (a plugin still running would
+/// write into the scratch directory after its removal: host-local keeps its files there).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+const PLUGIN_DRAIN: Duration = Duration::from_secs(10);
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Result<InFlight> {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        if STOPPING.load(Ordering::SeqCst) {
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            bail!("the run is shutting down");
+        }
+        Ok(InFlight)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stops plugin execs, waits (bounded) for those running, then deletes every network namespace
+/// of this run, whatever created it — at shutdown, also after Ctrl-C (registered with the
+/// supervisor once per part; the supervisor runs it after killing its children).
 pub fn register_cleanup(sup: &Supervisor) {
     sup.on_shutdown(|| {
+        STOPPING.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + PLUGIN_DRAIN;
+        while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let prefix = format!("{}-", run_prefix());
         let names: Vec<String> = std::fs::read_dir("/run/netns")
             .into_iter()
@@ -432,6 +465,7 @@ impl Plugin {
     /// Execs the plugin once with `CNI_COMMAND=command`, the container id, the pod's namespace
     /// and `config` on stdin; timed from the spawn to the exit (output read).
     pub fn exec(&self, command: &str, container_id: &str, netns: &Path, config: &str) -> Result<Exec> {
+        let _running = InFlight::enter()?;
         let started = Instant::now();
         let mut child = Command::new(&self.bin)
             .env_clear()
