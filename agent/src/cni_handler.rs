@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::agent::Agent;
-use crate::datapath::{Attached, AttachmentId, DatapathError, DesiredAttachment, ValidationError};
+use crate::datapath::{Attached, AttachmentId, DatapathError, DatapathMode, DesiredAttachment, ValidationError};
 use crate::lease::is_fenced;
 use crate::metrics;
 use crate::request;
@@ -129,7 +129,7 @@ impl Agent {
         if let Err(e) = stored {
             warn!(error = %e, "cannot record the attachment; undoing it");
             if plugin == Plugin::Bridge
-                && let Err(te) = self.datapath.lock().await.teardown(&id).await
+                && let Err(te) = self.datapath.read().await.teardown(&id).await
             {
                 warn!(error = %te, "teardown after a failed record write");
             }
@@ -153,11 +153,24 @@ impl Agent {
             (Plugin::Bridge, Some(netns)) => {
                 let desired = request::desired_attachment(req, netns, allocated)?;
                 let step = StdInstant::now();
-                let datapath = self.datapath.lock().await;
-                metrics::cni_step("ADD", "datapath_wait", step.elapsed());
-                let step = StdInstant::now();
-                let attached = datapath.setup(&desired).await;
-                metrics::cni_step("ADD", "datapath", step.elapsed());
+                let shared = self.datapath.read().await;
+                let attached = if shared.node().mode == DatapathMode::PerVlanBridge
+                    && shared.node_complete(desired.vlan).await.map_err(datapath_error)?
+                {
+                    metrics::cni_step("ADD", "datapath_wait", step.elapsed());
+                    let step = StdInstant::now();
+                    let attached = shared.setup(&desired).await;
+                    metrics::cni_step("ADD", "datapath", step.elapsed());
+                    attached
+                } else {
+                    drop(shared);
+                    let exclusive = self.datapath.write().await;
+                    metrics::cni_step("ADD", "datapath_wait", step.elapsed());
+                    let step = StdInstant::now();
+                    let attached = exclusive.setup(&desired).await;
+                    metrics::cni_step("ADD", "datapath", step.elapsed());
+                    attached
+                };
                 let attached = attached.map_err(datapath_error)?;
                 Ok((Some(desired), Some(attached)))
             }
@@ -176,8 +189,9 @@ impl Agent {
         if built_here {
             // The address is released only once its veth is gone: while it may still be in use
             // it must not go to another pod.
+            // Shared: deleting one veth by name is a plain request, no dump, no node link.
             let step = StdInstant::now();
-            let datapath = self.datapath.lock().await;
+            let datapath = self.datapath.read().await;
             metrics::cni_step("DEL", "datapath_wait", step.elapsed());
             let step = StdInstant::now();
             let torn_down = datapath.teardown(&id).await;
@@ -229,7 +243,7 @@ impl Agent {
             return Err(AgentError::refused(format!("hc-agent has no attachment {}/{}", id.container_id, id.ifname)));
         };
         if let Some(desired) = &record.desired {
-            let drifts = self.datapath.lock().await.check(desired).await.map_err(datapath_error)?;
+            let drifts = self.datapath.write().await.check(desired).await.map_err(datapath_error)?;
             if !drifts.is_empty() {
                 let list: Vec<String> = drifts.iter().map(ToString::to_string).collect();
                 return Err(AgentError::refused(format!(
@@ -277,7 +291,7 @@ impl Agent {
         }
         let stale_built: Vec<AttachmentId> =
             stale.iter().filter(|r| r.plugin == Plugin::Bridge).map(Record::id).collect();
-        if let Err(e) = self.datapath.lock().await.teardown_all(&stale_built).await {
+        if let Err(e) = self.datapath.write().await.teardown_all(&stale_built).await {
             return Err(AgentError::new(code::IO_FAILURE, format!("GC could not remove interfaces: {e}")));
         }
         // The allocator's Reconcile is node-wide: keep every other network's attachments and

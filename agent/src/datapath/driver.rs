@@ -82,6 +82,11 @@ impl Datapath {
         pod_view(&mut conns, att).await
     }
 
+    /// Whether the node's links for pods in `vlan` are all as they should be (nothing to build).
+    pub async fn node_complete(&self, vlan: Option<u16>) -> Result<bool, DatapathError> {
+        Ok(self.diff(Some(&BTreeSet::from([vlan])), None, &mut PodConns::new()).await?.is_empty())
+    }
+
     /// Builds the node's bridges and uplink configuration for pods in `vlans`.
     pub async fn ensure_node(&self, vlans: &BTreeSet<Option<u16>>) -> Result<Vec<Drift>, DatapathError> {
         self.converge(Some(vlans), None, &mut PodConns::new()).await
