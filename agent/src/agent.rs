@@ -25,11 +25,14 @@ pub struct Agent {
     pub allocator: Connection,
     pub lease: Arc<LeaseHandle>,
     pub store: Store,
-    /// Guards every datapath call: the datapath is not safe for concurrent use (overlapping
-    /// netlink dumps on its one host socket fail with EBUSY, and two converge loops would
-    /// fight over shared links such as the bridge). Allocation, the slow part of an ADD,
-    /// stays concurrent; only the ~10 ms of netlink work is serialised.
-    pub datapath: tokio::sync::Mutex<Datapath>,
+    /// Guards the datapath. Exclusive (write) for everything that dumps on the one host
+    /// netlink socket (overlapping dumps fail with EBUSY) or may build node-level links (two
+    /// converge loops would fight over the bridge): reconcile, CHECK, GC, and ADD in
+    /// `vlan-filtering` mode or while the node's links are incomplete. Shared (read) for what
+    /// touches only one pod's own links with plain requests: a DEL's veth deletion, and a
+    /// `per-vlan-bridge` ADD once its bridge is in place — so ADDs and DELs of different pods
+    /// overlap their netlink round trips instead of queueing behind each other.
+    pub datapath: tokio::sync::RwLock<Datapath>,
     /// Single-attachment verbs (ADD, DEL, CHECK) hold it shared; whole-node passes (reconcile
     /// with the allocator, GC, the datapath reconcile) exclusively, so that a reconcile never
     /// runs between an ADD's allocation and its record (it would release the new address) or
@@ -53,7 +56,7 @@ impl Agent {
             allocator,
             lease,
             store,
-            datapath: tokio::sync::Mutex::new(datapath),
+            datapath: tokio::sync::RwLock::new(datapath),
             gate: RwLock::new(()),
             locks: Mutex::new(HashMap::new()),
         }
@@ -69,7 +72,7 @@ impl Agent {
     /// Whether the uplink is up now (`None`: no uplink configured, or it cannot be seen).
     pub async fn uplink_up(&self) -> Option<bool> {
         let uplink = self.config.datapath.uplink.as_ref()?;
-        let host = self.datapath.lock().await.host_view().await.ok()?;
+        let host = self.datapath.write().await.host_view().await.ok()?;
         host.link(uplink).map(|l| l.admin_up && l.oper_up)
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::agent::Agent;
-use crate::datapath::{Attached, AttachmentId, DatapathError, DesiredAttachment, ValidationError};
+use crate::datapath::{Attached, AttachmentId, DatapathError, DatapathMode, DesiredAttachment, ValidationError};
 use crate::lease::is_fenced;
 use crate::metrics;
 use crate::request;
@@ -81,7 +81,10 @@ impl Agent {
             return Err(AgentError::try_again_later("this node has no valid lease yet; hc-agent is re-acquiring it"));
         };
         let alloc_req = request::allocate_request(&req, &self.config.node, &self.config.node_labels)?;
-        let allocated = match self.allocator.client().allocate(Some(fence.clone()), alloc_req).await {
+        let step = StdInstant::now();
+        let allocated = self.allocator.client().allocate(Some(fence.clone()), alloc_req).await;
+        metrics::cni_step("ADD", "allocate", step.elapsed());
+        let allocated = match allocated {
             Ok(a) => a,
             Err(e) => return Err(self.ipam_error(e, &fence)),
         };
@@ -114,10 +117,13 @@ impl Agent {
             desired,
             result: result.clone(),
         };
-        if let Err(e) = self.store.put(record) {
+        let step = StdInstant::now();
+        let stored = self.store.put(record);
+        metrics::cni_step("ADD", "record", step.elapsed());
+        if let Err(e) = stored {
             warn!(error = %e, "cannot record the attachment; undoing it");
             if plugin == Plugin::Bridge
-                && let Err(te) = self.datapath.lock().await.teardown(&id).await
+                && let Err(te) = self.datapath.read().await.teardown(&id).await
             {
                 warn!(error = %te, "teardown after a failed record write");
             }
@@ -140,7 +146,26 @@ impl Agent {
         match (plugin, netns) {
             (Plugin::Bridge, Some(netns)) => {
                 let desired = request::desired_attachment(req, netns, allocated)?;
-                let attached = self.datapath.lock().await.setup(&desired).await.map_err(datapath_error)?;
+                let step = StdInstant::now();
+                let shared = self.datapath.read().await;
+                let attached = if shared.node().mode == DatapathMode::PerVlanBridge
+                    && shared.node_complete(desired.vlan).await.map_err(datapath_error)?
+                {
+                    metrics::cni_step("ADD", "datapath_wait", step.elapsed());
+                    let step = StdInstant::now();
+                    let attached = shared.setup(&desired).await;
+                    metrics::cni_step("ADD", "datapath", step.elapsed());
+                    attached
+                } else {
+                    drop(shared);
+                    let exclusive = self.datapath.write().await;
+                    metrics::cni_step("ADD", "datapath_wait", step.elapsed());
+                    let step = StdInstant::now();
+                    let attached = exclusive.setup(&desired).await;
+                    metrics::cni_step("ADD", "datapath", step.elapsed());
+                    attached
+                };
+                let attached = attached.map_err(datapath_error)?;
                 Ok((Some(desired), Some(attached)))
             }
             _ => Ok((None, None)),
@@ -158,24 +183,32 @@ impl Agent {
         if built_here {
             // The address is released only once its veth is gone: while it may still be in use
             // it must not go to another pod.
-            self.datapath
-                .lock()
-                .await
-                .teardown(&id)
-                .await
+            // Shared: deleting one veth by name is a plain request, no dump, no node link.
+            let step = StdInstant::now();
+            let datapath = self.datapath.read().await;
+            metrics::cni_step("DEL", "datapath_wait", step.elapsed());
+            let step = StdInstant::now();
+            let torn_down = datapath.teardown(&id).await;
+            metrics::cni_step("DEL", "datapath", step.elapsed());
+            drop(datapath);
+            torn_down
                 .map_err(|e| AgentError::new(code::IO_FAILURE, format!("removing the pod's interface failed: {e}")))?;
         }
         let status = self.lease.status();
         match status.fence(Instant::now()) {
-            Some(fence) => match self.allocator.client().release(Some(fence.clone()), owner_target(&id)).await {
-                Ok(released) => {
-                    for a in &released.released {
-                        info!(address = %a.address, pool = %a.pool, "released");
+            Some(fence) => {
+                match timed("DEL", "release", self.allocator.client().release(Some(fence.clone()), owner_target(&id)))
+                    .await
+                {
+                    Ok(released) => {
+                        for a in &released.released {
+                            info!(address = %a.address, pool = %a.pool, "released");
+                        }
                     }
+                    Err(IpamError::AllocationNotFound { .. }) => {}
+                    Err(e) => return Err(self.ipam_error(e, &fence)),
                 }
-                Err(IpamError::AllocationNotFound { .. }) => {}
-                Err(e) => return Err(self.ipam_error(e, &fence)),
-            },
+            }
             // Recorded: the address is ours to release and we cannot yet; the runtime retries.
             None if record.is_some() => {
                 return Err(AgentError::try_again_later(
@@ -186,9 +219,10 @@ impl Agent {
             // reconcile that follows the next grant.
             None => {}
         }
-        self.store
-            .remove(&id)
-            .map_err(|e| AgentError::new(code::IO_FAILURE, format!("cannot forget the attachment: {e}")))?;
+        let step = StdInstant::now();
+        let removed = self.store.remove(&id);
+        metrics::cni_step("DEL", "record", step.elapsed());
+        removed.map_err(|e| AgentError::new(code::IO_FAILURE, format!("cannot forget the attachment: {e}")))?;
         metrics::attachments(self.store.len());
         Ok(())
     }
@@ -202,7 +236,7 @@ impl Agent {
             return Err(AgentError::refused(format!("hc-agent has no attachment {}/{}", id.container_id, id.ifname)));
         };
         if let Some(desired) = &record.desired {
-            let drifts = self.datapath.lock().await.check(desired).await.map_err(datapath_error)?;
+            let drifts = self.datapath.write().await.check(desired).await.map_err(datapath_error)?;
             if !drifts.is_empty() {
                 let list: Vec<String> = drifts.iter().map(ToString::to_string).collect();
                 return Err(AgentError::refused(format!(
@@ -250,7 +284,7 @@ impl Agent {
         }
         let stale_built: Vec<AttachmentId> =
             stale.iter().filter(|r| r.plugin == Plugin::Bridge).map(Record::id).collect();
-        if let Err(e) = self.datapath.lock().await.teardown_all(&stale_built).await {
+        if let Err(e) = self.datapath.write().await.teardown_all(&stale_built).await {
             return Err(AgentError::new(code::IO_FAILURE, format!("GC could not remove interfaces: {e}")));
         }
         // The allocator's Reconcile is node-wide: keep every other network's attachments and
@@ -369,6 +403,14 @@ impl Agent {
             _ => AgentError::refused(e.to_string()),
         }
     }
+}
+
+/// Awaits `f` and records how long it took as `step` of `verb`.
+async fn timed<T>(verb: &'static str, step: &'static str, f: impl Future<Output = T>) -> T {
+    let started = StdInstant::now();
+    let out = f.await;
+    metrics::cni_step(verb, step, started.elapsed());
+    out
 }
 
 fn datapath_error(e: DatapathError) -> AgentError {

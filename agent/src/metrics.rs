@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::lease::LeaseHandle;
 
 pub const CNI_SECONDS: &str = "hc_agent_cni_duration_seconds";
+pub const CNI_STEP_SECONDS: &str = "hc_agent_cni_step_duration_seconds";
 pub const LEASE_VALID: &str = "hc_agent_lease_valid";
 pub const LEASE_TOKEN: &str = "hc_agent_lease_token";
 pub const LEASE_GRANTS: &str = "hc_agent_lease_grants_total";
@@ -48,6 +49,13 @@ fn describe() {
         Unit::Seconds,
         "Time to serve one CNI request, by verb and result (ok or the CNI error code)."
     );
+    describe_histogram!(
+        CNI_STEP_SECONDS,
+        Unit::Seconds,
+        "Time one step of a CNI ADD or DEL took, by verb and step: allocate / release (the replicated \
+         allocator write), datapath_wait (queued for the node's datapath), datapath (netlink work), \
+         record (the durable attachment record)."
+    );
     describe_gauge!(LEASE_VALID, "1 while the node holds a valid, reconciled lease (CNI ADD is served).");
     describe_gauge!(LEASE_TOKEN, "Fencing token of the current lease.");
     describe_counter!(LEASE_GRANTS, "Leases granted to this agent.");
@@ -79,6 +87,11 @@ fn describe() {
 
 pub fn cni_request(verb: &'static str, result: &str, took: Duration) {
     histogram!(CNI_SECONDS, "verb" => verb, "result" => result.to_owned()).record(took.as_secs_f64());
+}
+
+/// One step of a CNI request (see [`CNI_STEP_SECONDS`]): where an ADD's time goes.
+pub fn cni_step(verb: &'static str, step: &'static str, took: Duration) {
+    histogram!(CNI_STEP_SECONDS, "verb" => verb, "step" => step).record(took.as_secs_f64());
 }
 
 pub fn lease_valid(valid: bool) {

@@ -158,7 +158,7 @@ impl Reconciler {
         if desired.is_empty() {
             return ReconcileReport::default();
         }
-        let report = self.agent.datapath.lock().await.reconcile(desired).await;
+        let report = self.agent.datapath.write().await.reconcile(desired).await;
         for (kind, n) in repairs_by_kind(&report) {
             for _ in 0..n {
                 metrics::repaired(kind);
@@ -176,12 +176,12 @@ impl Reconciler {
     /// exclusively, so no ADD is between its setup and its record.
     async fn remove_orphans(&self) {
         let recorded: Vec<DesiredAttachment> = self.agent.store.all().into_iter().filter_map(|r| r.desired).collect();
-        let host = match self.agent.datapath.lock().await.host_view().await {
+        let host = match self.agent.datapath.write().await.host_view().await {
             Ok(h) => h,
             Err(e) => return warn!(error = %e, "cannot list the node's links"),
         };
         for name in orphan_ports(&host, &recorded) {
-            match self.agent.datapath.lock().await.remove_orphan_port(&name).await {
+            match self.agent.datapath.write().await.remove_orphan_port(&name).await {
                 Ok(false) => {}
                 Ok(true) => {
                     info!(host_veth = %name, "removed an orphaned pod port");
@@ -197,7 +197,7 @@ impl Reconciler {
         let desired = desired_datapath(&self.agent.store.all(), Path::exists);
         let mut frames = 0;
         for att in &desired {
-            match self.agent.datapath.lock().await.announce(att).await {
+            match self.agent.datapath.write().await.announce(att).await {
                 Ok(n) => frames += n,
                 Err(e) => warn!(container_id = %att.container_id, error = %e, "cannot re-announce"),
             }

@@ -82,6 +82,11 @@ impl Datapath {
         pod_view(&mut conns, att).await
     }
 
+    /// Whether the node's links for pods in `vlan` are all as they should be (nothing to build).
+    pub async fn node_complete(&self, vlan: Option<u16>) -> Result<bool, DatapathError> {
+        Ok(self.diff(Some(&BTreeSet::from([vlan])), None, &mut PodConns::new()).await?.is_empty())
+    }
+
     /// Builds the node's bridges and uplink configuration for pods in `vlans`.
     pub async fn ensure_node(&self, vlans: &BTreeSet<Option<u16>>) -> Result<Vec<Drift>, DatapathError> {
         self.converge(Some(vlans), None, &mut PodConns::new()).await
@@ -249,7 +254,22 @@ impl Datapath {
         att: Option<&DesiredAttachment>,
         conns: &mut PodConns,
     ) -> Result<Vec<Drift>, DatapathError> {
-        let host = self.host.host_view().await?;
+        // Only the links this diff looks at: the node's for `vlans`, and the attachment's port.
+        let mut names: Vec<String> = vlans
+            .map(|v| super::layout::node_links(&self.node, v).into_iter().map(|l| l.name).collect())
+            .unwrap_or_default();
+        if let Some(att) = att {
+            // The port's bridge too, even when the node's links are not diffed: its name is
+            // what the port's master is compared with.
+            let port = super::layout::pod_port(&self.node, att);
+            for name in [Some(att.host_veth.clone()), port.master].into_iter().flatten() {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        let with_vlans = self.node.mode == super::desired::DatapathMode::VlanFiltering;
+        let host = self.host.host_view_of(&names, with_vlans).await?;
         let mut drifts = match vlans {
             Some(vlans) => diff_node(&self.node, vlans, &host),
             None => Vec::new(),

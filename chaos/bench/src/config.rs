@@ -14,7 +14,7 @@ pub struct Flags {
     /// A small run for CI: 1 and 16 clients, 2 s per row, 2 failover trials.
     #[arg(long)]
     pub smoke: bool,
-    /// Which parts to run, comma-separated: `store`, `failover`.
+    /// Which parts to run, comma-separated: `store`, `failover` (the default), `pod-path`, `burst`.
     #[arg(long, value_delimiter = ',')]
     pub parts: Option<Vec<Part>>,
     /// Concurrent clients per store row, comma-separated (full: 1,16,64,256).
@@ -64,6 +64,8 @@ pub struct Flags {
     /// Where the scratch directory with every data directory and log is created.
     #[arg(long, env = "HC_BENCH_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub pods: crate::node::PodFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -71,6 +73,10 @@ pub struct Flags {
 pub enum Part {
     Store,
     Failover,
+    /// CNI ADD/DEL through hc-bridge against the reference bridge + host-local plugins.
+    PodPath,
+    /// Pod ADDs fired at once over several agents.
+    Burst,
 }
 
 /// Which members the store rows' clients talk to.
@@ -112,6 +118,7 @@ pub struct Config {
     pub etcd_bin: PathBuf,
     pub etcd_args: Vec<String>,
     pub work_dir: PathBuf,
+    pub pods: crate::node::PodConfig,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -185,6 +192,8 @@ impl Config {
             Some(p) => return Err(ConfigError::AllocatorMissing { looked: p.display().to_string() }),
             None => find_allocator(&allocator_candidates(std::env::current_exe().ok().as_deref(), &env))?,
         };
+        let pods_needed = parts.iter().any(|p| matches!(p, Part::PodPath | Part::Burst));
+        let pods = crate::node::PodConfig::load(flags.pods, smoke, pods_needed, &env)?;
         let work_dir = flags.work_dir.unwrap_or_else(std::env::temp_dir);
         if !work_dir.is_dir() {
             return Err(invalid("work-dir", format!("{} is not a directory", work_dir.display())));
@@ -206,6 +215,7 @@ impl Config {
             etcd_bin: flags.etcd_bin,
             etcd_args: flags.etcd_args,
             work_dir,
+            pods,
         })
     }
 

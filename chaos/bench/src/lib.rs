@@ -14,12 +14,15 @@
 //! - [`stats`], [`report`], [`machine`]: percentiles, the distinctness check, tables, JSON,
 //!   targets.
 
+pub mod burst;
 pub mod config;
 pub mod etcd_cluster;
 pub mod failover_bench;
 pub mod hc_cluster;
 pub mod load;
 pub mod machine;
+pub mod node;
+pub mod pod_path;
 pub mod report;
 pub mod stats;
 pub mod store_bench;
@@ -50,20 +53,40 @@ pub enum BenchError {
     WarmUp { system: &'static str, source: workload::AllocError },
     #[error("the steady load acknowledged nothing for {waited:?} before a failover trial")]
     Stalled { waited: Duration },
+    #[error("{0:#}")]
+    Pods(#[from] anyhow::Error),
 }
 
 /// Runs the configured parts and assembles the report.
 pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Result<Report, BenchError> {
     let store = if cfg.runs(Part::Store) { store_bench::run(cfg, sup).await? } else { Vec::new() };
     let failover = if cfg.runs(Part::Failover) { failover_bench::run(cfg, sup).await? } else { Vec::new() };
+    let pod_path = if cfg.runs(Part::PodPath) { Some(pod_path::run(cfg, sup).await?) } else { None };
+    let burst = if cfg.runs(Part::Burst) { Some(burst::run(cfg, sup).await?) } else { None };
     let store_ratios = report::store_ratios(&store);
     let hc = failover.iter().find(|f| f.system == report::System::Hc).and_then(|f| f.median_ms);
     let etcd = failover.iter().find(|f| f.system != report::System::Hc).and_then(|f| f.median_ms);
+    let mut targets = report::targets(&store_ratios, &failover);
+    let mut problems = report::problems(&store, &failover);
+    if cfg.runs(Part::PodPath) || cfg.runs(Part::Burst) {
+        // A pod-only run measured no store or failover target: leave them out of its report.
+        targets.retain(|t| t.met.is_some());
+    }
+    if let Some(p) = &pod_path {
+        targets.extend(pod_path::targets(p));
+        problems.extend(p.problems.iter().cloned());
+    }
+    if let Some(b) = &burst {
+        targets.extend(burst::targets(b));
+        problems.extend(b.problems.iter().cloned());
+    }
     Ok(Report {
         machine,
         config: cfg.clone(),
-        targets: report::targets(&store_ratios, &failover),
-        problems: report::problems(&store, &failover),
+        targets,
+        problems,
+        pod_path,
+        burst,
         failover_etcd_over_hc: etcd.zip(hc).filter(|(_, h)| *h > 0.0).map(|(e, h)| e / h),
         store,
         store_ratios,

@@ -121,6 +121,10 @@ pub struct Report {
     pub targets: Vec<Target>,
     /// Correctness problems: duplicates, rows without figures, trials that did not recover.
     pub problems: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_path: Option<crate::pod_path::PodPathResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<crate::burst::BurstResult>,
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -372,6 +376,12 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "  {}: new leader seen (ms)  {}", f.system.label(), seen.join(" "));
         }
         let _ = writeln!(s, "  etcd median / hc-allocator median: {}x", fmt_opt(r.failover_etcd_over_hc, 2));
+    }
+    if let Some(p) = &r.pod_path {
+        crate::pod_path::render(&mut s, p);
+    }
+    if let Some(b) = &r.burst {
+        crate::burst::render(&mut s, b);
     }
     if !r.targets.is_empty() {
         let _ = writeln!(s, "\nTargets (issue 5)");

@@ -24,6 +24,18 @@ pub struct Supervisor {
     /// Guards the running children, by handle. A child leaves the map when it is killed.
     children: Mutex<BTreeMap<ProcId, Child>>,
     next: AtomicU64,
+    /// Work for `shutdown` after the children are gone (e.g. deleting network namespaces).
+    cleanups: Mutex<Cleanups>,
+}
+
+/// Closures run once at shutdown.
+#[derive(Default)]
+struct Cleanups(Vec<Box<dyn FnOnce() + Send>>);
+
+impl std::fmt::Debug for Cleanups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} cleanups", self.0.len())
+    }
 }
 
 impl Supervisor {
@@ -35,6 +47,7 @@ impl Supervisor {
             scratch: Mutex::new(Some(scratch)),
             children: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(1),
+            cleanups: Mutex::new(Cleanups::default()),
         })
     }
 
@@ -82,12 +95,22 @@ impl Supervisor {
         cpu_time_of(&format!("/proc/{pid}/stat"))
     }
 
-    /// Kills every child and removes the scratch directory. Idempotent.
+    /// Runs `f` at shutdown, after every child is killed: for what lives outside the scratch
+    /// directory (network namespaces), so that Ctrl-C leaves it behind no more than a failure.
+    pub fn on_shutdown(&self, f: impl FnOnce() + Send + 'static) {
+        self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).0.push(Box::new(f));
+    }
+
+    /// Kills every child, runs the cleanups and removes the scratch directory. Idempotent.
     pub fn shutdown(&self) {
         let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|p| p.into_inner()));
         for (_, mut c) in children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        let cleanups = std::mem::take(&mut self.cleanups.lock().unwrap_or_else(|p| p.into_inner()).0);
+        for f in cleanups {
+            f();
         }
         if let Some(dir) = self.scratch.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = dir.close();
