@@ -18,9 +18,11 @@ pub mod config;
 pub mod etcd_cluster;
 pub mod failover_bench;
 pub mod hc_cluster;
+pub mod leases;
 pub mod load;
 pub mod machine;
 pub mod report;
+pub mod scale;
 pub mod stats;
 pub mod store_bench;
 pub mod supervisor;
@@ -50,23 +52,33 @@ pub enum BenchError {
     WarmUp { system: &'static str, source: workload::AllocError },
     #[error("the steady load acknowledged nothing for {waited:?} before a failover trial")]
     Stalled { waited: Duration },
+    #[error("HTTP: {0}")]
+    Http(String),
 }
 
 /// Runs the configured parts and assembles the report.
 pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Result<Report, BenchError> {
     let store = if cfg.runs(Part::Store) { store_bench::run(cfg, sup).await? } else { Vec::new() };
     let failover = if cfg.runs(Part::Failover) { failover_bench::run(cfg, sup).await? } else { Vec::new() };
+    let scale = if cfg.runs(Part::Scale) { scale::run(cfg, &cfg.scale, sup).await? } else { Vec::new() };
+    let leases = if cfg.runs(Part::Leases) { Some(leases::run(cfg, &cfg.leases, sup).await?) } else { None };
     let store_ratios = report::store_ratios(&store);
     let hc = failover.iter().find(|f| f.system == report::System::Hc).and_then(|f| f.median_ms);
     let etcd = failover.iter().find(|f| f.system != report::System::Hc).and_then(|f| f.median_ms);
     Ok(Report {
         machine,
         config: cfg.clone(),
-        targets: report::targets(&store_ratios, &failover),
-        problems: report::problems(&store, &failover),
+        targets: report::targets(&store_ratios, &failover).into_iter().chain(scale::targets(&scale)).collect(),
+        problems: report::problems(&store, &failover)
+            .into_iter()
+            .chain(scale::problems(&scale))
+            .chain(leases.iter().flat_map(leases::problems))
+            .collect(),
         failover_etcd_over_hc: etcd.zip(hc).filter(|(_, h)| *h > 0.0).map(|(e, h)| e / h),
         store,
         store_ratios,
         failover,
+        scale,
+        leases,
     })
 }

@@ -121,6 +121,10 @@ pub struct Report {
     pub targets: Vec<Target>,
     /// Correctness problems: duplicates, rows without figures, trials that did not recover.
     pub problems: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<crate::scale::ScaleResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leases: Option<crate::leases::LeaseResult>,
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -372,6 +376,10 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "  {}: new leader seen (ms)  {}", f.system.label(), seen.join(" "));
         }
         let _ = writeln!(s, "  etcd median / hc-allocator median: {}x", fmt_opt(r.failover_etcd_over_hc, 2));
+    }
+    s.push_str(&crate::scale::render(&r.scale));
+    if let Some(l) = &r.leases {
+        s.push_str(&crate::leases::render(l));
     }
     if !r.targets.is_empty() {
         let _ = writeln!(s, "\nTargets (issue 5)");
