@@ -30,4 +30,4 @@ pub mod validate;
 pub use command::{Command, Output, Request, Response};
 pub use invariants::InvariantViolation;
 pub use snapshot::SnapshotError;
-pub use state::{ApplyContext, State};
+pub use state::{ApplyContext, Replicated, State};

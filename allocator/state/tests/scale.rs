@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use hc_allocator_state::{ApplyContext, Command, Output, Request, State};
-use hc_api::types::{AllocateRequest, Allocation, AttachmentId, Owner, PoolSpec, ReleaseTarget};
+use hc_api::types::{AllocateRequest, Allocation, Owner, PoolSpec, ReleaseTarget};
 
 const N: u64 = 100_000;
 
@@ -80,8 +80,11 @@ fn entry_bytes(a: &Allocation) -> usize {
         + o.namespace.capacity()
         + o.pod.capacity()
         + o.node.capacity();
-    let by_address = size_of::<IpAddr>() + size_of::<Allocation>() + strings;
-    let by_attachment = size_of::<AttachmentId>() + o.container_id.len() + o.interface.len() + size_of::<IpAddr>();
+    // The map holds a pointer to a shared record (`Arc`: two counters before the allocation).
+    let by_address =
+        size_of::<IpAddr>() + size_of::<usize>() + 2 * size_of::<usize>() + size_of::<Allocation>() + strings;
+    // A hash of the attachment and the address; the owner's strings are not copied.
+    let by_attachment = size_of::<(u64, IpAddr)>();
     let by_node = size_of::<IpAddr>();
     by_address + by_attachment + by_node
 }

@@ -55,7 +55,7 @@ impl State {
         }
 
         // ADD is idempotent per attachment (invariant 5): hand back what it holds.
-        if let Some(&address) = self.idx.by_attachment.get(&req.owner.attachment()) {
+        if let Some(address) = self.attachment_address(&req.owner.container_id, &req.owner.interface) {
             return self.repeat_allocation(address, fence);
         }
 
@@ -94,7 +94,7 @@ impl State {
     /// node an address in use elsewhere; a fenced repeat from the holder's own node (with its
     /// current token) confirms the attachment and lifts a quarantine.
     fn repeat_allocation(&mut self, address: IpAddr, fence: Option<&Fence>) -> Response {
-        let Some(existing) = self.allocations.get_mut(&address) else {
+        let Some(existing) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
             return Err(IpamError::AllocationNotFound { what: address.to_string() });
         };
         let Some(pool) = self.pools.get(&existing.pool) else {

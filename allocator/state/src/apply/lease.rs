@@ -63,7 +63,7 @@ impl State {
         }
         lease.state = LeaseState::Expired;
         for address in self.idx.by_node.get(node).into_iter().flatten() {
-            if let Some(a) = self.allocations.get_mut(address) {
+            if let Some(a) = self.allocations.get_mut(address).map(std::sync::Arc::make_mut) {
                 a.state = AllocationState::Quarantined;
             }
         }
@@ -79,7 +79,7 @@ impl State {
         let mut kept = 0;
         let mut released = Vec::new();
         for address in addresses {
-            let Some(a) = self.allocations.get_mut(&address) else {
+            let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
                 continue;
             };
             if valid.contains(&a.owner.attachment()) {

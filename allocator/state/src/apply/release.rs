@@ -14,7 +14,7 @@ impl State {
             self.check_fence(f)?;
         }
         let address = match target {
-            ReleaseTarget::Owner(id) => self.idx.by_attachment.get(id).copied(),
+            ReleaseTarget::Owner(id) => self.attachment_address(&id.container_id, &id.interface),
             ReleaseTarget::Address(a) => Some(*a),
         };
         let found = address.and_then(|a| self.allocations.get(&a));

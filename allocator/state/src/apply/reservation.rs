@@ -84,7 +84,7 @@ impl State {
         if let Some(p) = self.pools.get_mut(&r.pool) {
             p.occupy(r.address);
         }
-        if let Some(a) = self.allocations.get_mut(&r.address) {
+        if let Some(a) = self.allocations.get_mut(&r.address).map(std::sync::Arc::make_mut) {
             a.reservation = Some(r.key.clone());
         }
         Ok(Output::Done)
