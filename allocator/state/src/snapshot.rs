@@ -36,11 +36,11 @@ impl<K, V: Serialize> Serialize for Values<'_, K, V> {
 }
 
 /// The allocation records, as a list.
-struct Records<'a>(&'a BTreeMap<IpAddr, std::sync::Arc<Allocation>>);
+struct Records<'a>(&'a BTreeMap<IpAddr, std::sync::Arc<crate::record::Record>>);
 
 impl Serialize for Records<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.values().map(|a| &**a))
+        s.collect_seq(self.0.iter().map(|(address, a)| a.as_serialized(*address)))
     }
 }
 
@@ -147,7 +147,7 @@ impl State {
                 .collect(),
             vlans: self.vlans.values().cloned().collect(),
             reservations: self.reservations.values().cloned().collect(),
-            allocations: self.allocations.values().map(|a| (**a).clone()).collect(),
+            allocations: self.allocations.iter().map(|(address, a)| a.to_allocation(*address)).collect(),
             leases: self.leases.values().cloned().collect(),
             max_tokens: self.max_tokens.clone(),
         }
@@ -222,7 +222,7 @@ impl State {
             if st.pools.get(&a.pool).is_some_and(|p| p.cooling.contains_key(&a.address)) {
                 return err(format!("allocated address {} is also cooling down", a.address));
             }
-            st.insert_allocation(a);
+            st.insert_allocation(&a);
         }
         for l in s.leases {
             if st.leases.insert(l.node.clone(), l).is_some() {

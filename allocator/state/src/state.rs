@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Request, Response};
 use crate::pool::Pool;
+use crate::record::{Names, Record};
 
 /// Where an entry sits in the log. Passed to `apply`; the state keeps the last one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +39,7 @@ pub struct State {
     /// Address → its one holder (invariant 1 by construction). Records are shared (`Arc`) so that
     /// a snapshot's copy of the state ([`State::replicated`]) does not copy them; a record is
     /// only changed through `Arc::make_mut`, which copies it first if a snapshot still holds it.
-    pub(crate) allocations: BTreeMap<IpAddr, Arc<Allocation>>,
+    pub(crate) allocations: BTreeMap<IpAddr, Arc<Record>>,
     /// Node → its current lease (active or expired). Removed by `NodeGone`.
     pub(crate) leases: BTreeMap<String, Lease>,
     /// Highest token each node was ever granted. Never shrinks, so tokens stay monotonic even
@@ -64,6 +65,8 @@ pub(crate) struct Index {
     pub(crate) by_node: BTreeMap<String, BTreeSet<IpAddr>>,
     /// (reuse time, address) of every cooling entry, oldest first, for lazy expiry.
     pub(crate) cooling_queue: BTreeSet<(u64, IpAddr)>,
+    /// The names allocation records share.
+    pub(crate) names: Names,
 }
 
 impl State {
@@ -130,7 +133,7 @@ impl State {
 
     /// Records a new allocation in every index. The caller has checked that the address is
     /// inside `allocation.pool`, usable, and not held, and that the attachment holds nothing.
-    pub(crate) fn insert_allocation(&mut self, allocation: Allocation) {
+    pub(crate) fn insert_allocation(&mut self, allocation: &Allocation) {
         let address = allocation.address;
         self.clear_cooling(address);
         if let Some(pool) = self.pools.get_mut(&allocation.pool) {
@@ -141,13 +144,20 @@ impl State {
             .by_attachment
             .insert((attachment_hash(&allocation.owner.container_id, &allocation.owner.interface), address));
         self.idx.by_node.entry(allocation.owner.node.clone()).or_default().insert(address);
-        self.allocations.insert(address, Arc::new(allocation));
+        let record = self.idx.names.record(allocation);
+        self.allocations.insert(address, Arc::new(record));
     }
 
     /// Removes the allocation of `address` from every index. With `cooldown`, the address then
     /// waits out its pool's reuse cooldown; a reserved address stays held for its key either way.
     pub(crate) fn remove_allocation(&mut self, address: IpAddr, cooldown: bool) -> Option<Allocation> {
-        let allocation = Arc::unwrap_or_clone(self.allocations.remove(&address)?);
+        let record = self.allocations.remove(&address)?;
+        let allocation = record.to_allocation(address);
+        // A snapshot being written may still share the record; its names are then forgotten
+        // with a later record, or never (a handful of strings).
+        if let Ok(record) = Arc::try_unwrap(record) {
+            self.idx.names.release(record);
+        }
         self.idx
             .by_attachment
             .remove(&(attachment_hash(&allocation.owner.container_id, &allocation.owner.interface), address));
@@ -182,11 +192,11 @@ impl State {
         let h = attachment_hash(container_id, interface);
         let lowest = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let highest = IpAddr::V6(Ipv6Addr::from(u128::MAX));
-        self.idx.by_attachment.range((h, lowest)..=(h, highest)).map(|&(_, a)| a).find(|a| {
-            self.allocations
-                .get(a)
-                .is_some_and(|x| x.owner.container_id == container_id && x.owner.interface == interface)
-        })
+        self.idx
+            .by_attachment
+            .range((h, lowest)..=(h, highest))
+            .map(|&(_, a)| a)
+            .find(|a| self.allocations.get(a).is_some_and(|x| x.is_attachment(container_id, interface)))
     }
 
     /// A copy of the replicated data for writing a snapshot beside further applies: allocation
@@ -275,36 +285,43 @@ impl State {
     /// Allocations filtered by pool, node and pod namespace (each `None` matches all), sorted by
     /// address.
     pub fn allocations(&self, pool: Option<&str>, node: Option<&str>, namespace: Option<&str>) -> Vec<Allocation> {
-        let keep = |a: &&Allocation| {
-            pool.is_none_or(|p| a.pool == p)
-                && node.is_none_or(|n| a.owner.node == n)
-                && namespace.is_none_or(|ns| a.owner.namespace == ns)
+        let keep = |(_, a): &(&IpAddr, &Record)| {
+            pool.is_none_or(|p| &*a.pool == p)
+                && node.is_none_or(|n| &*a.owner.node == n)
+                && namespace.is_none_or(|ns| &*a.owner.namespace == ns)
         };
+        let api = |(address, a): (&IpAddr, &Record)| a.to_allocation(*address);
         if let Some(node) = node {
             let Some(addresses) = self.idx.by_node.get(node) else {
                 return Vec::new();
             };
             return addresses
                 .iter()
-                .filter_map(|a| self.allocations.get(a).map(|a| &**a))
+                .filter_map(|a| self.allocations.get(a).map(|r| (a, &**r)))
                 .filter(keep)
-                .cloned()
+                .map(api)
                 .collect();
         }
         if let Some(name) = pool {
             let Some(p) = self.pools.get(name) else {
                 return Vec::new();
             };
-            return self.allocations.range(p.first()..=p.last()).map(|(_, a)| &**a).filter(keep).cloned().collect();
+            return self
+                .allocations
+                .range(p.first()..=p.last())
+                .map(|(a, r)| (a, &**r))
+                .filter(keep)
+                .map(api)
+                .collect();
         }
-        self.allocations.values().map(|a| &**a).filter(keep).cloned().collect()
+        self.allocations.iter().map(|(a, r)| (a, &**r)).filter(keep).map(api).collect()
     }
     pub fn allocation_by_address(&self, address: IpAddr) -> Option<Allocation> {
-        self.allocations.get(&address).map(|a| (**a).clone())
+        self.allocations.get(&address).map(|a| a.to_allocation(address))
     }
     pub fn allocation_by_attachment(&self, id: &AttachmentId) -> Option<Allocation> {
         let address = self.attachment_address(&id.container_id, &id.interface)?;
-        self.allocations.get(&address).map(|a| (**a).clone())
+        self.allocations.get(&address).map(|a| a.to_allocation(address))
     }
     /// Leases by node.
     pub fn leases(&self) -> Vec<Lease> {

@@ -77,7 +77,7 @@ impl State {
             pool.advance_cursor(choice.address);
         }
         let spec = pool.spec.clone();
-        self.insert_allocation(allocation.clone());
+        self.insert_allocation(&allocation);
         Ok(Output::Allocated(Box::new(Allocated { allocation, pool: spec, created: true })))
     }
 
@@ -97,16 +97,16 @@ impl State {
         let Some(existing) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
             return Err(IpamError::AllocationNotFound { what: address.to_string() });
         };
-        let Some(pool) = self.pools.get(&existing.pool) else {
-            return Err(IpamError::PoolNotFound { pool: existing.pool.clone() });
+        let Some(pool) = self.pools.get(&*existing.pool) else {
+            return Err(IpamError::PoolNotFound { pool: existing.pool.to_string() });
         };
         if let Some(f) = fence {
-            if existing.owner.node != f.node {
+            if *existing.owner.node != *f.node {
                 return Err(IpamError::AddressInUse { address, holder: holder(existing) });
             }
             existing.state = AllocationState::Active;
         }
-        let allocation = existing.clone();
+        let allocation = existing.to_allocation(address);
         Ok(Output::Allocated(Box::new(Allocated { allocation, pool: pool.spec.clone(), created: false })))
     }
 

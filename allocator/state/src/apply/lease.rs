@@ -82,7 +82,11 @@ impl State {
             let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
                 continue;
             };
-            if valid.contains(&a.owner.attachment()) {
+            let id = AttachmentId {
+                container_id: a.owner.container_id.to_string(),
+                interface: a.owner.interface.to_string(),
+            };
+            if valid.contains(&id) {
                 a.state = AllocationState::Active;
                 kept += 1;
             } else if self.remove_allocation(address, true).is_some() {
