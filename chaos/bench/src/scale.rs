@@ -114,6 +114,10 @@ pub struct ScaleResult {
     pub snapshot_build_secs: Option<f64>,
     /// `kill -9` of every replica, restart, until an allocation succeeds.
     pub restart_secs: Option<f64>,
+    /// From the restart until each replica (leader first) answered a status call again.
+    pub restart_serving_secs: Vec<Option<f64>>,
+    /// From the restart until a replica first named a leader.
+    pub restart_leader_secs: Option<f64>,
     /// From adding a learner with an empty data directory until it has applied the leader's
     /// commit index as of the add.
     pub catch_up_secs: Option<f64>,
@@ -399,6 +403,29 @@ async fn check_replica(
     Ok(())
 }
 
+/// Polls the restarted replicas' status until each answers and one names a leader: (when each
+/// first answered, when a leader was first named), seconds after `since`.
+async fn watch_restart(grpcs: Vec<String>, since: Instant) -> (Vec<Option<f64>>, Option<f64>) {
+    let quick = ClientConfig { deadline: Duration::from_millis(500), attempt_timeout: Duration::from_millis(500) };
+    let clients: Vec<Option<Client>> = grpcs.iter().map(|g| Client::new([g.clone()], quick.clone()).ok()).collect();
+    let mut serving = vec![None; grpcs.len()];
+    let mut leader = None;
+    while since.elapsed() < RECOVERY_LIMIT && (leader.is_none() || serving.iter().any(Option::is_none)) {
+        for (i, c) in clients.iter().enumerate() {
+            let Some(c) = c else { continue };
+            if let Ok(s) = c.status_at(0).await {
+                let now = since.elapsed().as_secs_f64();
+                serving[i].get_or_insert(now);
+                if s.leader_id.is_some() {
+                    leader.get_or_insert(now);
+                }
+            }
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    (serving, leader)
+}
+
 /// Waits until the replica at `grpc` answers status with `last_applied >= target`.
 async fn wait_applied(grpc: &str, target: u64, limit: Duration) -> Result<bool, BenchError> {
     let c = Client::new(
@@ -501,6 +528,12 @@ async fn run_family(
     for i in 0..3 {
         cluster.restart(i)?;
     }
+    // Where the time goes: when each replica answers status again (its storage and snapshot are
+    // loaded: the gRPC server starts after that), and when one first names a leader.
+    let watch = {
+        let grpcs: Vec<String> = order.iter().map(|&i| cluster.addrs(i).0.to_owned()).collect();
+        tokio::spawn(async move { watch_restart(grpcs, t).await })
+    };
     let probe = cluster.client(0)?;
     let mut restart_secs = None;
     let mut first_error = None;
@@ -526,6 +559,7 @@ async fn run_family(
     if restart_secs.is_none() {
         problems.push(format!("no allocation within {RECOVERY_LIMIT:?} of restarting every replica: {first_error:?}"));
     }
+    let (restart_serving_secs, restart_leader_secs) = watch.await.unwrap_or_default();
     for i in 0..3 {
         cluster.wait_caught_up(i, RECOVERY_LIMIT).await?;
         let (grpc, rest) = cluster.addrs(i);
@@ -605,6 +639,8 @@ async fn run_family(
         snapshot_bytes,
         snapshot_build_secs,
         restart_secs,
+        restart_serving_secs,
+        restart_leader_secs,
         catch_up_secs,
         acked: ledger.by_address.len() as u64,
         duplicates: ledger.duplicates,
@@ -678,10 +714,13 @@ pub fn render(results: &[ScaleResult]) -> String {
         );
         let _ = writeln!(
             s,
-            "  snapshot {} MiB built in {} s; cold restart of all replicas to an allocation {} s; new replica caught up in {} s",
+            "  snapshot {} MiB built in {} s; cold restart of all replicas to an allocation {} s (replicas serving \
+             status after {} s, a leader named after {} s); new replica caught up in {} s",
             opt(r.snapshot_bytes.map(|b| b / (1024.0 * 1024.0)), 1),
             opt(r.snapshot_build_secs, 2),
             opt(r.restart_secs, 2),
+            r.restart_serving_secs.iter().map(|v| opt(*v, 2)).collect::<Vec<_>>().join(" "),
+            opt(r.restart_leader_secs, 2),
             opt(r.catch_up_secs, 2),
         );
         let _ = writeln!(
