@@ -68,12 +68,14 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Resul
     Ok(Report {
         machine,
         config: cfg.clone(),
-        targets: (cfg.runs(Part::Store) || cfg.runs(Part::Failover))
-            .then(|| report::targets(&store_ratios, &failover))
-            .unwrap_or_default()
-            .into_iter()
-            .chain(scale::targets(&scale))
-            .collect(),
+        targets: if cfg.runs(Part::Store) || cfg.runs(Part::Failover) {
+            report::targets(&store_ratios, &failover)
+        } else {
+            Vec::new()
+        }
+        .into_iter()
+        .chain(scale::targets(&scale))
+        .collect(),
         problems: report::problems(&store, &failover)
             .into_iter()
             .chain(scale::problems(&scale))
