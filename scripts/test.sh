@@ -9,3 +9,5 @@ cargo fmt --all -- --check
 cargo build --workspace --all-targets
 # --nocapture: the integration tests print what they measured (throughput, failover, memory).
 cargo test --workspace --no-fail-fast -- --nocapture
+# The state machine's criterion micro-benchmarks, each run once at small sizes (test mode).
+cargo test -p hc-allocator-state --benches

@@ -111,6 +111,9 @@ fn open_storage_blocking(data_dir: &Path) -> Result<(LogStore, StateMachineStore
     Ok((log_store, StateMachineStore::new(snapshots, loaded)))
 }
 
+/// Memtable size of each column family (see `open_db`).
+const WRITE_BUFFER_BYTES: usize = 8 << 20;
+
 fn open_db(path: &Path) -> Result<DB, rocksdb::Error> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -120,6 +123,11 @@ fn open_db(path: &Path) -> Result<DB, rocksdb::Error> {
     let cf = |name: &str| {
         let mut cf_opts = Options::default();
         cf_opts.set_compression_type(DBCompressionType::None);
+        // Memtables hold every appended entry until they are flushed, purged entries included;
+        // RocksDB's default (64 MiB, two of them per column family) is far more memory than a
+        // log that is purged after every snapshot needs. Durability is the WAL's, unchanged.
+        cf_opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
+        cf_opts.set_max_write_buffer_number(2);
         ColumnFamilyDescriptor::new(name, cf_opts)
     };
     DB::open_cf_descriptors(&opts, path, [cf(log_store::CF_LOGS), cf(log_store::CF_META)])

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hc_allocator_state::State;
+use hc_allocator_state::{Replicated, State};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::type_config::SnapshotMeta;
@@ -31,7 +31,7 @@ const FORMAT_VERSION: u32 = 1;
 struct SnapshotRef<'a> {
     version: u32,
     meta: &'a SnapshotMeta,
-    state: &'a State,
+    state: &'a Replicated,
 }
 
 /// What a snapshot file holds, as read.
@@ -102,7 +102,7 @@ impl SnapshotStore {
 
     /// Writes a snapshot built from this replica's state and makes it the current one, unless a
     /// newer one was installed meanwhile. Returns a handle on what was written either way.
-    pub(crate) fn save_built(&self, meta: &SnapshotMeta, state: &State) -> io::Result<File> {
+    pub(crate) fn save_built(&self, meta: &SnapshotMeta, state: &Replicated) -> io::Result<File> {
         let tmp = self.tmp_path("built", "tmp");
         let file = File::create(&tmp)?;
         let mut writer = BufWriter::new(file);

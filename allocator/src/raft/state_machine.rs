@@ -8,7 +8,7 @@ use std::io;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::TryStreamExt;
-use hc_allocator_state::{ApplyContext, Output, State};
+use hc_allocator_state::{ApplyContext, Output, Replicated, State};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 
@@ -49,8 +49,10 @@ impl StateMachineStore {
 
     fn builder(&self) -> SnapshotBuilder {
         // Copy the state now, on the state machine worker, so the snapshot is exactly the state
-        // at `last_applied`; serializing and writing it then runs beside further applies.
-        let state = self.state.read().map(|s| s.clone()).ok();
+        // at `last_applied`; serializing and writing it then runs beside further applies. The
+        // copy shares the allocation records and leaves out the indexes: a deep copy would
+        // double the replica's memory while the snapshot is written.
+        let state = self.state.read().map(|s| s.replicated()).ok();
         SnapshotBuilder {
             meta: SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone() },
             state,
@@ -135,7 +137,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
     /// `None` if the state lock was poisoned: there is no trustworthy state to snapshot.
-    state: Option<State>,
+    state: Option<Replicated>,
     snapshots: Arc<SnapshotStore>,
 }
 

@@ -10,6 +10,7 @@
 //! - `state.rs`: [`State`], `apply`, the bookkeeping shared by all commands, and the reads;
 //! - `apply/`: the command handlers, one file per kind of object (pools, VLANs, reservations,
 //!   allocate, release, leases and fencing);
+//! - `record.rs`: an allocation as kept in memory, its repeated names shared;
 //! - `pool.rs`: one pool's address index (search, counts) — memory in proportion to the
 //!   addresses in use, not to the pool's size; `interval.rs`: the interval set under it;
 //! - `validate.rs`: checks on specs that need nothing but the spec (also usable before proposing);
@@ -21,6 +22,7 @@ mod command;
 mod interval;
 mod invariants;
 mod pool;
+mod record;
 mod snapshot;
 mod state;
 #[cfg(test)]
@@ -30,4 +32,4 @@ pub mod validate;
 pub use command::{Command, Output, Request, Response};
 pub use invariants::InvariantViolation;
 pub use snapshot::SnapshotError;
-pub use state::{ApplyContext, State};
+pub use state::{ApplyContext, Replicated, State};

@@ -35,6 +35,15 @@ impl<K, V: Serialize> Serialize for Values<'_, K, V> {
     }
 }
 
+/// The allocation records, as a list.
+struct Records<'a>(&'a BTreeMap<IpAddr, std::sync::Arc<crate::record::Record>>);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(address, a)| a.as_serialized(*address)))
+    }
+}
+
 /// The pools, each as a `PoolRef`.
 struct Pools<'a>(&'a BTreeMap<String, Pool>);
 
@@ -71,7 +80,7 @@ struct SnapshotRef<'a> {
     pools: Pools<'a>,
     vlans: Values<'a, u16, VlanSpec>,
     reservations: Values<'a, String, Reservation>,
-    allocations: Values<'a, IpAddr, Allocation>,
+    allocations: Records<'a>,
     leases: Values<'a, String, Lease>,
     max_tokens: &'a BTreeMap<String, u64>,
 }
@@ -105,7 +114,7 @@ impl Serialize for State {
             pools: Pools(&self.pools),
             vlans: Values(&self.vlans),
             reservations: Values(&self.reservations),
-            allocations: Values(&self.allocations),
+            allocations: Records(&self.allocations),
             leases: Values(&self.leases),
             max_tokens: &self.max_tokens,
         }
@@ -138,7 +147,7 @@ impl State {
                 .collect(),
             vlans: self.vlans.values().cloned().collect(),
             reservations: self.reservations.values().cloned().collect(),
-            allocations: self.allocations.values().cloned().collect(),
+            allocations: self.allocations.iter().map(|(address, a)| a.to_allocation(*address)).collect(),
             leases: self.leases.values().cloned().collect(),
             max_tokens: self.max_tokens.clone(),
         }
@@ -207,13 +216,13 @@ impl State {
             if st.allocations.contains_key(&a.address) {
                 return err(format!("address {} has two holders", a.address));
             }
-            if st.idx.by_attachment.contains_key(&a.owner.attachment()) {
+            if st.attachment_address(&a.owner.container_id, &a.owner.interface).is_some() {
                 return err(format!("attachment of {} holds two addresses", a.address));
             }
             if st.pools.get(&a.pool).is_some_and(|p| p.cooling.contains_key(&a.address)) {
                 return err(format!("allocated address {} is also cooling down", a.address));
             }
-            st.insert_allocation(a);
+            st.insert_allocation(&a);
         }
         for l in s.leases {
             if st.leases.insert(l.node.clone(), l).is_some() {

@@ -4,7 +4,8 @@
 //! the bookkeeping every handler shares (allocation indexes, cooldowns, the clock) and the reads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hc_api::IpamError;
 use hc_api::types::{AllocateRequest, Allocation, AttachmentId, Lease, PoolSpec, PoolStatus, Reservation, VlanSpec};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Request, Response};
 use crate::pool::Pool;
+use crate::record::{Names, Record};
 
 /// Where an entry sits in the log. Passed to `apply`; the state keeps the last one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,8 +37,10 @@ pub struct State {
     pub(crate) vlans: BTreeMap<u16, VlanSpec>,
     /// Reservation key → reservation.
     pub(crate) reservations: BTreeMap<String, Reservation>,
-    /// Address → its one holder (invariant 1 by construction).
-    pub(crate) allocations: BTreeMap<IpAddr, Allocation>,
+    /// Address → its one holder (invariant 1 by construction). Records are shared (`Arc`) so that
+    /// a snapshot's copy of the state ([`State::replicated`]) does not copy them; a record is
+    /// only changed through `Arc::make_mut`, which copies it first if a snapshot still holds it.
+    pub(crate) allocations: BTreeMap<IpAddr, Arc<Record>>,
     /// Node → its current lease (active or expired). Removed by `NodeGone`.
     pub(crate) leases: BTreeMap<String, Lease>,
     /// Highest token each node was ever granted. Never shrinks, so tokens stay monotonic even
@@ -53,12 +57,17 @@ pub(crate) struct Index {
     pub(crate) pool_by_first: BTreeMap<IpAddr, String>,
     /// Reserved address → reservation key.
     pub(crate) reservation_by_address: BTreeMap<IpAddr, String>,
-    /// Attachment → the address it holds (ADD idempotency).
-    pub(crate) by_attachment: BTreeMap<AttachmentId, IpAddr>,
+    /// (hash of an attachment, the address it holds), for ADD idempotency and release by owner.
+    /// Only the hash is kept, not a second copy of the owner's strings: lookups check the
+    /// candidates' allocation records, so a hash collision costs a comparison, never a wrong
+    /// answer. The hash is fixed (FNV-1a), so the index is the same on every replica.
+    pub(crate) by_attachment: BTreeSet<(u64, IpAddr)>,
     /// Node → addresses its attachments hold (lease expiry, reconcile, node gone).
     pub(crate) by_node: BTreeMap<String, BTreeSet<IpAddr>>,
     /// (reuse time, address) of every cooling entry, oldest first, for lazy expiry.
     pub(crate) cooling_queue: BTreeSet<(u64, IpAddr)>,
+    /// The names allocation records share.
+    pub(crate) names: Names,
 }
 
 impl State {
@@ -125,23 +134,34 @@ impl State {
 
     /// Records a new allocation in every index. The caller has checked that the address is
     /// inside `allocation.pool`, usable, and not held, and that the attachment holds nothing.
-    pub(crate) fn insert_allocation(&mut self, allocation: Allocation) {
+    pub(crate) fn insert_allocation(&mut self, allocation: &Allocation) {
         let address = allocation.address;
         self.clear_cooling(address);
         if let Some(pool) = self.pools.get_mut(&allocation.pool) {
             pool.occupy(address);
             pool.allocated += 1;
         }
-        self.idx.by_attachment.insert(allocation.owner.attachment(), address);
+        self.idx
+            .by_attachment
+            .insert((attachment_hash(&allocation.owner.container_id, &allocation.owner.interface), address));
         self.idx.by_node.entry(allocation.owner.node.clone()).or_default().insert(address);
-        self.allocations.insert(address, allocation);
+        let record = self.idx.names.record(allocation);
+        self.allocations.insert(address, Arc::new(record));
     }
 
     /// Removes the allocation of `address` from every index. With `cooldown`, the address then
     /// waits out its pool's reuse cooldown; a reserved address stays held for its key either way.
     pub(crate) fn remove_allocation(&mut self, address: IpAddr, cooldown: bool) -> Option<Allocation> {
-        let allocation = self.allocations.remove(&address)?;
-        self.idx.by_attachment.remove(&allocation.owner.attachment());
+        let record = self.allocations.remove(&address)?;
+        let allocation = record.to_allocation(address);
+        // A snapshot being written may still share the record; its names are then forgotten
+        // with a later record, or never (a handful of strings).
+        if let Ok(record) = Arc::try_unwrap(record) {
+            self.idx.names.release(record);
+        }
+        self.idx
+            .by_attachment
+            .remove(&(attachment_hash(&allocation.owner.container_id, &allocation.owner.interface), address));
         if let Some(set) = self.idx.by_node.get_mut(&allocation.owner.node) {
             set.remove(&address);
             if set.is_empty() {
@@ -166,6 +186,35 @@ impl State {
             self.idx.cooling_queue.insert((until, address));
         }
         Some(allocation)
+    }
+
+    /// The address the attachment `(container_id, interface)` holds.
+    pub(crate) fn attachment_address(&self, container_id: &str, interface: &str) -> Option<IpAddr> {
+        let h = attachment_hash(container_id, interface);
+        let lowest = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let highest = IpAddr::V6(Ipv6Addr::from(u128::MAX));
+        self.idx
+            .by_attachment
+            .range((h, lowest)..=(h, highest))
+            .map(|&(_, a)| a)
+            .find(|a| self.allocations.get(a).is_some_and(|x| x.is_attachment(container_id, interface)))
+    }
+
+    /// A copy of the replicated data for writing a snapshot beside further applies: allocation
+    /// records are shared, not copied, and the indexes are left out (a snapshot does not hold
+    /// them). Serializes exactly as this state does.
+    pub fn replicated(&self) -> Replicated {
+        Replicated(State {
+            last_applied: self.last_applied,
+            now_ms: self.now_ms,
+            pools: self.pools.clone(),
+            vlans: self.vlans.clone(),
+            reservations: self.reservations.clone(),
+            allocations: self.allocations.clone(),
+            leases: self.leases.clone(),
+            max_tokens: self.max_tokens.clone(),
+            idx: Index::default(),
+        })
     }
 
     /// Ends a cooldown early (the address was handed to its reservation's key, or left the pool).
@@ -242,31 +291,43 @@ impl State {
     /// Allocations filtered by pool, node and pod namespace (each `None` matches all), sorted by
     /// address.
     pub fn allocations(&self, pool: Option<&str>, node: Option<&str>, namespace: Option<&str>) -> Vec<Allocation> {
-        let keep = |a: &&Allocation| {
-            pool.is_none_or(|p| a.pool == p)
-                && node.is_none_or(|n| a.owner.node == n)
-                && namespace.is_none_or(|ns| a.owner.namespace == ns)
+        let keep = |(_, a): &(&IpAddr, &Record)| {
+            pool.is_none_or(|p| &*a.pool == p)
+                && node.is_none_or(|n| &*a.owner.node == n)
+                && namespace.is_none_or(|ns| &*a.owner.namespace == ns)
         };
+        let api = |(address, a): (&IpAddr, &Record)| a.to_allocation(*address);
         if let Some(node) = node {
             let Some(addresses) = self.idx.by_node.get(node) else {
                 return Vec::new();
             };
-            return addresses.iter().filter_map(|a| self.allocations.get(a)).filter(keep).cloned().collect();
+            return addresses
+                .iter()
+                .filter_map(|a| self.allocations.get(a).map(|r| (a, &**r)))
+                .filter(keep)
+                .map(api)
+                .collect();
         }
         if let Some(name) = pool {
             let Some(p) = self.pools.get(name) else {
                 return Vec::new();
             };
-            return self.allocations.range(p.first()..=p.last()).map(|(_, a)| a).filter(keep).cloned().collect();
+            return self
+                .allocations
+                .range(p.first()..=p.last())
+                .map(|(a, r)| (a, &**r))
+                .filter(keep)
+                .map(api)
+                .collect();
         }
-        self.allocations.values().filter(keep).cloned().collect()
+        self.allocations.iter().map(|(a, r)| (a, &**r)).filter(keep).map(api).collect()
     }
     pub fn allocation_by_address(&self, address: IpAddr) -> Option<Allocation> {
-        self.allocations.get(&address).cloned()
+        self.allocations.get(&address).map(|a| a.to_allocation(address))
     }
     pub fn allocation_by_attachment(&self, id: &AttachmentId) -> Option<Allocation> {
-        let address = self.idx.by_attachment.get(id)?;
-        self.allocations.get(address).cloned()
+        let address = self.attachment_address(&id.container_id, &id.interface)?;
+        self.allocations.get(&address).map(|a| a.to_allocation(address))
     }
     /// Leases by node.
     pub fn leases(&self) -> Vec<Lease> {
@@ -287,6 +348,28 @@ impl State {
     pub fn time_ms(&self) -> u64 {
         self.now_ms
     }
+}
+
+/// The replicated data of a [`State`], taken by [`State::replicated`]; it can only be
+/// serialized (as a snapshot), never applied to or read from.
+#[derive(Debug, Clone)]
+pub struct Replicated(State);
+
+impl Serialize for Replicated {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// FNV-1a (64 bits) of `container_id`, a 0xff byte (never part of UTF-8, so the split is
+/// unambiguous) and `interface`. Fixed, unlike std's randomly seeded hashers.
+pub(crate) fn attachment_hash(container_id: &str, interface: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in container_id.as_bytes().iter().chain(&[0xff]).chain(interface.as_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 #[cfg(test)]
@@ -319,6 +402,38 @@ mod tests {
         assert_eq!(h.state.allocation_count(), 4);
         assert_eq!(h.state.allocation_by_address(ip("10.0.0.1")).unwrap().owner.container_id, "b");
         assert_eq!(h.state.pools().iter().map(|p| p.used).collect::<Vec<_>>(), [2, 2]);
+    }
+
+    #[test]
+    fn attachment_lookups_check_the_record_so_a_hash_collision_is_harmless() {
+        let mut h = Harness::new();
+        h.create(pool("p", "10.0.0.0/24"));
+        let a = h.take("a", "n1", "p");
+        let b = h.take("b", "n1", "p");
+        // Make `b`'s address a second candidate under `a`'s hash, as a collision would.
+        let ha = super::attachment_hash("a", "eth0");
+        h.state.idx.by_attachment.insert((ha, b));
+        assert_eq!(h.state.attachment_address("a", "eth0"), Some(a));
+        assert_eq!(h.state.attachment_address("b", "eth0"), Some(b));
+        assert_eq!(h.state.attachment_address("a", "eth1"), None);
+        assert_ne!(super::attachment_hash("ab", "c"), super::attachment_hash("a", "bc"));
+    }
+
+    #[test]
+    fn a_snapshot_copy_serializes_like_the_state_and_shares_its_records() {
+        let mut h = Harness::new();
+        h.create(pool("p", "10.0.0.0/24"));
+        let a = h.take("a", "n1", "p");
+        let copy = h.state.replicated();
+        assert_eq!(serde_json::to_string(&copy).unwrap(), serde_json::to_string(&h.state).unwrap());
+        // Changing a shared record after the copy leaves the copy as it was.
+        h.grant("n1");
+        let before = serde_json::to_value(&copy).unwrap();
+        let lease = h.lease("n1");
+        h.ok(crate::command::Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
+        assert_eq!(h.state.allocation_by_address(a).unwrap().state, hc_api::types::AllocationState::Quarantined);
+        assert_eq!(serde_json::to_value(&copy).unwrap(), before);
+        assert_eq!(before["allocations"][0]["state"], "active");
     }
 
     #[test]

@@ -4,12 +4,11 @@
 //! asserted.
 #![allow(clippy::unwrap_used)]
 
-use std::mem::size_of;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use hc_allocator_state::{ApplyContext, Command, Output, Request, State};
-use hc_api::types::{AllocateRequest, Allocation, AttachmentId, Owner, PoolSpec, ReleaseTarget};
+use hc_api::types::{AllocateRequest, Owner, PoolSpec, ReleaseTarget};
 
 const N: u64 = 100_000;
 
@@ -70,22 +69,6 @@ impl Log {
     }
 }
 
-/// Heap and inline bytes of one allocation's entries (allocation map, attachment index, node
-/// index), without B-tree node slack: a lower bound of the in-memory cost.
-fn entry_bytes(a: &Allocation) -> usize {
-    let o = &a.owner;
-    let strings = a.pool.capacity()
-        + o.container_id.capacity()
-        + o.interface.capacity()
-        + o.namespace.capacity()
-        + o.pod.capacity()
-        + o.node.capacity();
-    let by_address = size_of::<IpAddr>() + size_of::<Allocation>() + strings;
-    let by_attachment = size_of::<AttachmentId>() + o.container_id.len() + o.interface.len() + size_of::<IpAddr>();
-    let by_node = size_of::<IpAddr>();
-    by_address + by_attachment + by_node
-}
-
 #[test]
 fn a_hundred_thousand_allocations_in_a_slash_8_and_a_slash_64() {
     let mut log = Log { state: State::default(), index: 0 };
@@ -125,14 +108,9 @@ fn a_hundred_thousand_allocations_in_a_slash_8_and_a_slash_64() {
     let decode = start.elapsed();
     assert!(back == log.state);
     let count = log.state.allocation_count();
-    let entries: usize = log.state.allocations(None, None, None).iter().map(entry_bytes).sum();
     println!(
         "snapshot: {} bytes for {count} allocations ≈ {} bytes/allocation (encode {encode:.2?}, decode+rebuild {decode:.2?})",
         bytes.len(),
         bytes.len() as u64 / count
-    );
-    println!(
-        "in memory: ≈ {} bytes/allocation in entries (allocation, attachment and node indexes; B-tree slack not counted)",
-        entries as u64 / count
     );
 }

@@ -14,7 +14,8 @@ pub struct Flags {
     /// A small run for CI: 1 and 16 clients, 2 s per row, 2 failover trials.
     #[arg(long)]
     pub smoke: bool,
-    /// Which parts to run, comma-separated: `store`, `failover` (the default), `pod-path`, `burst`.
+    /// Which parts to run, comma-separated: `store`, `failover`, `pod-path`, `burst`, `scale`,
+    /// `leases` (default: store and failover).
     #[arg(long, value_delimiter = ',')]
     pub parts: Option<Vec<Part>>,
     /// Concurrent clients per store row, comma-separated (full: 1,16,64,256).
@@ -61,6 +62,18 @@ pub struct Flags {
     /// The etcd 3.4 server binary.
     #[arg(long, env = "HC_BENCH_ETCD_BIN", default_value = "etcd")]
     pub etcd_bin: PathBuf,
+    /// Scale part: allocations in the state (full: 1000000, smoke: 5000).
+    #[arg(long)]
+    pub scale_allocations: Option<u64>,
+    /// Scale part: pool families, comma-separated `v4` (a /8), `v6` (a /64) (default both).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub scale_families: Option<Vec<crate::scale::Family>>,
+    /// Leases part: simulated agents (full: 5000, smoke: 200).
+    #[arg(long)]
+    pub lease_agents: Option<usize>,
+    /// Leases part: measurement window in seconds (full: 30, smoke: 3).
+    #[arg(long)]
+    pub lease_secs: Option<f64>,
     /// Where the scratch directory with every data directory and log is created.
     #[arg(long, env = "HC_BENCH_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
@@ -77,6 +90,8 @@ pub enum Part {
     PodPath,
     /// Pod ADDs fired at once over several agents.
     Burst,
+    Scale,
+    Leases,
 }
 
 /// Which members the store rows' clients talk to.
@@ -119,6 +134,8 @@ pub struct Config {
     pub etcd_args: Vec<String>,
     pub work_dir: PathBuf,
     pub pods: crate::node::PodConfig,
+    pub scale: crate::scale::ScaleConfig,
+    pub leases: crate::leases::LeaseConfig,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -187,6 +204,30 @@ impl Config {
             return Err(invalid("failover-clients", format!("must be 1..={MAX_CLIENTS}")));
         }
 
+        let mut scale = crate::scale::ScaleConfig::defaults(smoke);
+        if let Some(n) = flags.scale_allocations {
+            if n == 0 || n > 100_000_000 {
+                return Err(invalid("scale-allocations", "must be 1..=100000000"));
+            }
+            scale.allocations = n;
+        }
+        if let Some(f) = flags.scale_families.filter(|f| !f.is_empty()) {
+            scale.families = f;
+        }
+        let mut leases = crate::leases::LeaseConfig::defaults(smoke);
+        if let Some(n) = flags.lease_agents {
+            if n == 0 || n > 100_000 {
+                return Err(invalid("lease-agents", "must be 1..=100000"));
+            }
+            leases.agents = n;
+        }
+        if let Some(w) = flags.lease_secs {
+            if !(w > 0.0 && w <= MAX_SECS) {
+                return Err(invalid("lease-secs", format!("must be in (0, {MAX_SECS}]")));
+            }
+            leases.window_secs = w;
+        }
+
         let allocator_bin = match flags.allocator_bin {
             Some(p) if p.is_file() => p,
             Some(p) => return Err(ConfigError::AllocatorMissing { looked: p.display().to_string() }),
@@ -216,6 +257,8 @@ impl Config {
             etcd_args: flags.etcd_args,
             work_dir,
             pods,
+            scale,
+            leases,
         })
     }
 

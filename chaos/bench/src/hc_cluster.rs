@@ -37,6 +37,8 @@ struct Replica {
     data_dir: PathBuf,
     log: PathBuf,
     proc: Option<ProcId>,
+    /// Named in `--initial-cluster`; a replica added later joins as a learner instead.
+    founder: bool,
 }
 
 #[derive(Debug)]
@@ -87,6 +89,7 @@ impl HcCluster {
                 data_dir: dir.join(format!("r{id}")),
                 log: dir.join(format!("r{id}.log")),
                 proc: None,
+                founder: true,
             });
         }
         let status = Client::new(
@@ -104,7 +107,12 @@ impl HcCluster {
     }
 
     fn initial_cluster(&self) -> String {
-        self.replicas.iter().map(|r| format!("{}={}/{}", r.id, r.grpc, r.rest)).collect::<Vec<_>>().join(",")
+        self.replicas
+            .iter()
+            .filter(|r| r.founder)
+            .map(|r| format!("{}={}/{}", r.id, r.grpc, r.rest))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), HcClusterError> {
@@ -118,11 +126,11 @@ impl HcCluster {
             .arg("--grpc-addr")
             .arg(&r.grpc)
             .arg("--rest-addr")
-            .arg(&r.rest)
-            .arg("--initial-cluster")
-            .arg(initial)
-            .args(&self.args)
-            .env("HC_LOG", "warn");
+            .arg(&r.rest);
+        if r.founder {
+            cmd.arg("--initial-cluster").arg(initial);
+        }
+        cmd.args(&self.args).env("HC_LOG", "warn");
         let proc = self.sup.spawn(cmd, &r.log)?;
         self.replicas[i].proc = Some(proc);
         Ok(())
@@ -193,6 +201,41 @@ impl HcCluster {
     /// The running processes, for CPU accounting.
     pub fn procs(&self) -> Vec<ProcId> {
         self.replicas.iter().filter_map(|r| r.proc).collect()
+    }
+
+    /// The process of replica `i`, while it runs.
+    pub fn proc(&self, i: usize) -> Option<ProcId> {
+        self.replicas[i].proc
+    }
+
+    /// gRPC and REST `host:port` of replica `i`.
+    pub fn addrs(&self, i: usize) -> (&str, &str) {
+        (&self.replicas[i].grpc, &self.replicas[i].rest)
+    }
+
+    /// Raft id of replica `i`.
+    pub fn id(&self, i: usize) -> u64 {
+        self.replicas[i].id
+    }
+
+    /// Starts one more replica with an empty data directory and no `--initial-cluster`: it
+    /// waits to be added to the cluster (as a learner, through the leader's REST API). Returns
+    /// its index. The status client only knows the founding replicas; use a separate client for
+    /// the new one.
+    pub fn spawn_new_replica(&mut self) -> Result<usize, HcClusterError> {
+        let id = self.replicas.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        self.replicas.push(Replica {
+            id,
+            grpc: format!("127.0.0.1:{}", free_port()?),
+            rest: format!("127.0.0.1:{}", free_port()?),
+            data_dir: self.dir.join(format!("r{id}")),
+            log: self.dir.join(format!("r{id}.log")),
+            proc: None,
+            founder: false,
+        });
+        let i = self.replicas.len() - 1;
+        self.spawn(i)?;
+        Ok(i)
     }
 
     /// `kill -9` of replica `i`.

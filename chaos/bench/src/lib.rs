@@ -19,11 +19,13 @@ pub mod config;
 pub mod etcd_cluster;
 pub mod failover_bench;
 pub mod hc_cluster;
+pub mod leases;
 pub mod load;
 pub mod machine;
 pub mod node;
 pub mod pod_path;
 pub mod report;
+pub mod scale;
 pub mod stats;
 pub mod store_bench;
 pub mod supervisor;
@@ -55,6 +57,8 @@ pub enum BenchError {
     Stalled { waited: Duration },
     #[error("{0:#}")]
     Pods(#[from] anyhow::Error),
+    #[error("HTTP: {0}")]
+    Http(String),
 }
 
 /// Runs the configured parts and assembles the report.
@@ -63,15 +67,20 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Resul
     let failover = if cfg.runs(Part::Failover) { failover_bench::run(cfg, sup).await? } else { Vec::new() };
     let pod_path = if cfg.runs(Part::PodPath) { Some(pod_path::run(cfg, sup).await?) } else { None };
     let burst = if cfg.runs(Part::Burst) { Some(burst::run(cfg, sup).await?) } else { None };
+    let scale = if cfg.runs(Part::Scale) { scale::run(cfg, &cfg.scale, sup).await? } else { Vec::new() };
+    let leases = if cfg.runs(Part::Leases) { Some(leases::run(cfg, &cfg.leases, sup).await?) } else { None };
     let store_ratios = report::store_ratios(&store);
     let hc = failover.iter().find(|f| f.system == report::System::Hc).and_then(|f| f.median_ms);
     let etcd = failover.iter().find(|f| f.system != report::System::Hc).and_then(|f| f.median_ms);
     let mut targets = report::targets(&store_ratios, &failover);
     let mut problems = report::problems(&store, &failover);
-    if cfg.runs(Part::PodPath) || cfg.runs(Part::Burst) {
-        // A pod-only run measured no store or failover target: leave them out of its report.
-        targets.retain(|t| t.met.is_some());
+    if !cfg.runs(Part::Store) && !cfg.runs(Part::Failover) {
+        // A run without store and failover measured none of their targets: leave them out.
+        targets.clear();
     }
+    targets.extend(scale::targets(&scale));
+    problems.extend(scale::problems(&scale));
+    problems.extend(leases.iter().flat_map(leases::problems));
     if let Some(p) = &pod_path {
         targets.extend(pod_path::targets(p));
         problems.extend(p.problems.iter().cloned());
@@ -87,6 +96,8 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Resul
         problems,
         pod_path,
         burst,
+        scale,
+        leases,
         failover_etcd_over_hc: etcd.zip(hc).filter(|(_, h)| *h > 0.0).map(|(e, h)| e / h),
         store,
         store_ratios,

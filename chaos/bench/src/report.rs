@@ -125,6 +125,10 @@ pub struct Report {
     pub pod_path: Option<crate::pod_path::PodPathResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<crate::burst::BurstResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<crate::scale::ScaleResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leases: Option<crate::leases::LeaseResult>,
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -382,6 +386,10 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(b) = &r.burst {
         crate::burst::render(&mut s, b);
+    }
+    s.push_str(&crate::scale::render(&r.scale));
+    if let Some(l) = &r.leases {
+        s.push_str(&crate::leases::render(l));
     }
     if !r.targets.is_empty() {
         let _ = writeln!(s, "\nTargets (issue 5)");

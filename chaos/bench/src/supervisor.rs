@@ -89,6 +89,11 @@ impl Supervisor {
         children.get_mut(&id).and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The child's process id while it runs (for `/proc/PID/...` readings).
+    pub fn pid(&self, id: ProcId) -> Option<u32> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner()).get(&id).map(Child::id)
+    }
+
     /// CPU time (user + system, all threads) the child has used so far.
     pub fn cpu_time(&self, id: ProcId) -> Option<Duration> {
         let pid = self.children.lock().unwrap_or_else(|p| p.into_inner()).get(&id).map(Child::id)?;

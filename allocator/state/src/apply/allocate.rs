@@ -55,7 +55,7 @@ impl State {
         }
 
         // ADD is idempotent per attachment (invariant 5): hand back what it holds.
-        if let Some(&address) = self.idx.by_attachment.get(&req.owner.attachment()) {
+        if let Some(address) = self.attachment_address(&req.owner.container_id, &req.owner.interface) {
             return self.repeat_allocation(address, fence);
         }
 
@@ -77,7 +77,7 @@ impl State {
             pool.advance_cursor(choice.address);
         }
         let spec = pool.spec.clone();
-        self.insert_allocation(allocation.clone());
+        self.insert_allocation(&allocation);
         Ok(Output::Allocated(Box::new(Allocated { allocation, pool: spec, created: true })))
     }
 
@@ -94,19 +94,19 @@ impl State {
     /// node an address in use elsewhere; a fenced repeat from the holder's own node (with its
     /// current token) confirms the attachment and lifts a quarantine.
     fn repeat_allocation(&mut self, address: IpAddr, fence: Option<&Fence>) -> Response {
-        let Some(existing) = self.allocations.get_mut(&address) else {
+        let Some(existing) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
             return Err(IpamError::AllocationNotFound { what: address.to_string() });
         };
-        let Some(pool) = self.pools.get(&existing.pool) else {
-            return Err(IpamError::PoolNotFound { pool: existing.pool.clone() });
+        let Some(pool) = self.pools.get(&*existing.pool) else {
+            return Err(IpamError::PoolNotFound { pool: existing.pool.to_string() });
         };
         if let Some(f) = fence {
-            if existing.owner.node != f.node {
+            if *existing.owner.node != *f.node {
                 return Err(IpamError::AddressInUse { address, holder: holder(existing) });
             }
             existing.state = AllocationState::Active;
         }
-        let allocation = existing.clone();
+        let allocation = existing.to_allocation(address);
         Ok(Output::Allocated(Box::new(Allocated { allocation, pool: pool.spec.clone(), created: false })))
     }
 

@@ -67,7 +67,7 @@ impl State {
         }
         lease.state = LeaseState::Expired;
         for address in self.idx.by_node.get(node).into_iter().flatten() {
-            if let Some(a) = self.allocations.get_mut(address) {
+            if let Some(a) = self.allocations.get_mut(address).map(std::sync::Arc::make_mut) {
                 a.state = AllocationState::Quarantined;
             }
         }
@@ -83,10 +83,14 @@ impl State {
         let mut kept = 0;
         let mut released = Vec::new();
         for address in addresses {
-            let Some(a) = self.allocations.get_mut(&address) else {
+            let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
                 continue;
             };
-            if valid.contains(&a.owner.attachment()) {
+            let id = AttachmentId {
+                container_id: a.owner.container_id.to_string(),
+                interface: a.owner.interface.to_string(),
+            };
+            if valid.contains(&id) {
                 a.state = AllocationState::Active;
                 kept += 1;
             } else if self.remove_allocation(address, true).is_some() {

@@ -8,10 +8,12 @@ mod release;
 mod reservation;
 mod vlan;
 
-use hc_api::types::{Allocation, AllocationState};
+use hc_api::types::AllocationState;
+
+use crate::record::Record;
 
 /// Who holds an allocation, for error messages.
-pub(crate) fn holder(a: &Allocation) -> String {
+pub(crate) fn holder(a: &Record) -> String {
     let o = &a.owner;
     let pod = if o.namespace.is_empty() && o.pod.is_empty() {
         String::new()

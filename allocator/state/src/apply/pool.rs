@@ -70,8 +70,8 @@ impl State {
         // Nothing in use may become excluded (gateway, exclusions, a grown network's
         // network/broadcast address).
         let (first, last) = (old.first(), old.last());
-        if let Some(a) = self.allocations.range(first..=last).map(|(_, a)| a).find(|a| new.is_fixed(a.address)) {
-            return Err(IpamError::AddressInUse { address: a.address, holder: holder(a) });
+        if let Some((address, a)) = self.allocations.range(first..=last).find(|(a, _)| new.is_fixed(**a)) {
+            return Err(IpamError::AddressInUse { address: *address, holder: holder(a) });
         }
         if let Some((address, key)) =
             self.idx.reservation_by_address.range(first..=last).find(|(a, _)| new.is_fixed(**a))

@@ -14,12 +14,12 @@ impl State {
             self.check_fence(f)?;
         }
         let address = match target {
-            ReleaseTarget::Owner(id) => self.idx.by_attachment.get(id).copied(),
+            ReleaseTarget::Owner(id) => self.attachment_address(&id.container_id, &id.interface),
             ReleaseTarget::Address(a) => Some(*a),
         };
-        let found = address.and_then(|a| self.allocations.get(&a));
-        let mine = found.filter(|a| fence.is_none_or(|f| a.owner.node == f.node));
-        let Some(address) = mine.map(|a| a.address) else {
+        let found = address.and_then(|a| self.allocations.get(&a).map(|r| (a, r)));
+        let mine = found.filter(|(_, r)| fence.is_none_or(|f| *r.owner.node == *f.node));
+        let Some(address) = mine.map(|(a, _)| a) else {
             return Ok(Output::Released(Released { released: Vec::new() }));
         };
         let released = self.remove_allocation(address, true).into_iter().collect();

@@ -1,7 +1,7 @@
 //! PutReservation, DeleteReservation.
 
 use hc_api::IpamError;
-use hc_api::types::{Allocation, Reservation, pod_key, statefulset_key};
+use hc_api::types::{Reservation, pod_key, statefulset_key};
 
 use super::holder;
 use crate::command::{Output, Response};
@@ -18,7 +18,7 @@ fn statefulset_key_of(namespace: &str, pod: &str) -> Option<String> {
 /// Whether `key` names the holder of `a`: the allocation came through that key, or the key is
 /// the holder's pod key (`namespace/pod`) or StatefulSet key (`namespace/set/ordinal`). Such an
 /// allocation may be pinned by a new reservation under that key.
-pub(crate) fn owner_matches_key(a: &Allocation, key: &str) -> bool {
+pub(crate) fn owner_matches_key(a: &crate::record::Record, key: &str) -> bool {
     if a.reservation.as_deref() == Some(key) {
         return true;
     }
@@ -84,8 +84,8 @@ impl State {
         if let Some(p) = self.pools.get_mut(&r.pool) {
             p.occupy(r.address);
         }
-        if let Some(a) = self.allocations.get_mut(&r.address) {
-            a.reservation = Some(r.key.clone());
+        if let Some(a) = self.allocations.get_mut(&r.address).map(std::sync::Arc::make_mut) {
+            a.reservation = Some(r.key.as_str().into());
         }
         Ok(Output::Done)
     }
