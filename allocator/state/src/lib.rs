@@ -28,6 +28,16 @@ mod testing;
 pub mod validate;
 
 pub use command::{Command, Output, Request, Response};
+
+/// True only in a build with the `deliberate-bug` feature, where allocate accepts stale fencing
+/// tokens. Binaries that can be built with it (`hc-sim`) print a warning at startup when it is
+/// set; nothing else may enable the feature.
+pub const DELIBERATE_BUG: bool = cfg!(feature = "deliberate-bug");
+#[cfg(feature = "deliberate-bug")]
+#[deprecated(note = "hc-allocator-state is built with `deliberate-bug`: allocate skips the fencing check")]
+const _DELIBERATE_BUG_BUILD: () = ();
+#[cfg(feature = "deliberate-bug")]
+const _WARN: () = _DELIBERATE_BUG_BUILD;
 pub use invariants::InvariantViolation;
 pub use snapshot::SnapshotError;
 pub use state::{ApplyContext, State};
