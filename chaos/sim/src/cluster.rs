@@ -150,6 +150,21 @@ impl Cluster {
         }
     }
 
+    /// Snapshots installed from a leader, over all replicas and incarnations.
+    pub fn snapshot_installs(&self) -> u64 {
+        self.disks.values().map(|d| d.installs.load(std::sync::atomic::Ordering::SeqCst)).sum()
+    }
+
+    /// The highest term any running replica is in (the number of elections, roughly).
+    pub fn term(&self) -> u64 {
+        self.ids
+            .iter()
+            .filter_map(|id| self.net.live(*id))
+            .map(|l| l.raft.metrics().borrow_watched().current_term)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub async fn shutdown(&mut self) {
         self.stop_keepers();
         for id in self.ids.clone() {

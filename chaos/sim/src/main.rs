@@ -68,8 +68,14 @@ fn main() -> ExitCode {
                     println!("{line}");
                 }
                 println!(
-                    "seed {seed}: {} operations, {} faults, {} restarts, digest {:016x}",
-                    report.operations, report.faults, report.restarts, report.digest
+                    "seed {seed}: {} operations ({} unknown), {} faults, {} restarts, term {}, {} snapshot installs, digest {:016x}",
+                    report.operations,
+                    report.unknown,
+                    report.faults,
+                    report.restarts,
+                    report.term,
+                    report.snapshot_installs,
+                    report.digest
                 );
                 if report.ok() {
                     println!("seed {seed}: no violations");
@@ -93,6 +99,10 @@ fn main() -> ExitCode {
     let end = args.start_seed.saturating_add(args.seeds);
     let done = AtomicU64::new(0);
     let operations = AtomicU64::new(0);
+    let unknown = AtomicU64::new(0);
+    let restarts = AtomicU64::new(0);
+    let elections = AtomicU64::new(0);
+    let installs = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let failures: Mutex<Vec<SeedReport>> = Mutex::new(Vec::new());
     let errors: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
@@ -108,6 +118,10 @@ fn main() -> ExitCode {
                     match run_seed(seed, &options) {
                         Ok(report) => {
                             operations.fetch_add(report.operations, Ordering::SeqCst);
+                            unknown.fetch_add(report.unknown, Ordering::SeqCst);
+                            restarts.fetch_add(report.restarts, Ordering::SeqCst);
+                            elections.fetch_add(report.term.saturating_sub(1), Ordering::SeqCst);
+                            installs.fetch_add(report.snapshot_installs, Ordering::SeqCst);
                             if !report.ok() {
                                 if args.expect_violation {
                                     stop.store(true, Ordering::SeqCst);
@@ -142,6 +156,13 @@ fn main() -> ExitCode {
         operations.load(Ordering::SeqCst),
         failures.len(),
         errors.len()
+    );
+    println!(
+        "  of which {} unknown outcomes; {} replica restarts, {} elections after the first, {} snapshot installs",
+        unknown.load(Ordering::SeqCst),
+        restarts.load(Ordering::SeqCst),
+        elections.load(Ordering::SeqCst),
+        installs.load(Ordering::SeqCst)
     );
     for (seed, e) in &errors {
         println!("seed {seed}: the simulation could not run: {e}");

@@ -51,6 +51,8 @@ pub type Snapshot = alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub struct Disk {
     pub log: Arc<Mutex<LogData>>,
     pub snapshot: Arc<Mutex<Option<(SnapshotMeta, SnapshotData)>>>,
+    /// Snapshots received from a leader and installed, over every incarnation.
+    pub installs: Arc<AtomicU64>,
     /// The process that may write: a crashed instance's tasks may still be winding down, and a
     /// dead process must not write to the disk its successor uses.
     incarnation: Arc<AtomicU64>,
@@ -193,6 +195,7 @@ pub struct MemStateMachine {
     last_membership: StoredMembership,
     snapshot: Arc<Mutex<Option<(SnapshotMeta, SnapshotData)>>>,
     writer: Writer,
+    installs: Arc<AtomicU64>,
 }
 
 impl MemStateMachine {
@@ -209,6 +212,7 @@ impl MemStateMachine {
             last_membership,
             snapshot: disk.snapshot.clone(),
             writer: disk.writer(incarnation),
+            installs: disk.installs.clone(),
         })
     }
 
@@ -287,6 +291,7 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         *lock(&self.snapshot) = Some((meta.clone(), snapshot));
+        self.installs.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
