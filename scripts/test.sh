@@ -9,3 +9,6 @@ cargo fmt --all -- --check
 cargo build --workspace --all-targets
 # --nocapture: the integration tests print what they measured (throughput, failover, memory).
 cargo test --workspace --no-fail-fast -- --nocapture
+# The simulation must catch a deliberately broken state machine (allocate skips the fencing
+# check). The feature is enabled here, from the command line only: no manifest may name it.
+cargo run -p hc-sim --features deliberate-bug -- --seeds 300 --expect-violation

@@ -41,3 +41,15 @@ const _WARN: () = _DELIBERATE_BUG_BUILD;
 pub use invariants::InvariantViolation;
 pub use snapshot::SnapshotError;
 pub use state::{ApplyContext, State};
+
+#[cfg(test)]
+mod tests {
+    /// Cargo unifies features across a workspace build: one manifest naming `deliberate-bug`
+    /// would ship the broken fencing check in every binary. `cargo test --workspace` must never
+    /// see it on.
+    #[test]
+    #[allow(clippy::assertions_on_constants)]
+    fn the_deliberate_bug_is_off_in_a_workspace_build() {
+        assert!(!super::DELIBERATE_BUG, "hc-allocator-state was built with `deliberate-bug`: find who enables it");
+    }
+}

@@ -132,7 +132,7 @@ fn main() -> ExitCode {
                         Err(e) => errors.lock().unwrap_or_else(PoisonError::into_inner).push((seed, format!("{e:#}"))),
                     }
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if n % step == 0 {
+                    if n.is_multiple_of(step) {
                         let secs = started.elapsed().as_secs_f64();
                         println!("{n}/{} seeds, {:.0} seeds/min", args.seeds, n as f64 * 60.0 / secs.max(1e-9));
                     }

@@ -536,7 +536,7 @@ impl Operator {
     async fn create_pool(&mut self, spec: PoolSpec) -> bool {
         let name = spec.name.clone();
         let called = self.client.propose(Command::CreatePool(spec)).await;
-        let ok = matches!(called.reply, Ok(_)) || matches!(called.refusal(), Some(IpamError::PoolExists { .. }));
+        let ok = called.reply.is_ok() || matches!(called.refusal(), Some(IpamError::PoolExists { .. }));
         self.world.recorder.note(format!("operator create_pool {name}: {}", if ok { "ok" } else { "not made" }));
         if ok {
             lock(&self.world.pools).push(name);
