@@ -29,6 +29,9 @@ struct Args {
     /// Succeed only if some seed finds a violation (to show a deliberately broken build is caught).
     #[arg(long)]
     expect_violation: bool,
+    /// With `--seed`: also write the recorded history (JSON lines) here, for `hc-check`.
+    #[arg(long, requires = "seed")]
+    history: Option<std::path::PathBuf>,
     /// Threads running seeds (each seed runs alone on its own single-threaded runtime).
     #[arg(long)]
     jobs: Option<usize>,
@@ -66,6 +69,13 @@ fn main() -> ExitCode {
             Ok(report) => {
                 for line in &report.trace {
                     println!("{line}");
+                }
+                if let Some(path) = &args.history {
+                    if let Err(e) = std::fs::write(path, &report.history) {
+                        println!("cannot write the history to {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                    println!("history written to {} (check it with hc-check)", path.display());
                 }
                 println!(
                     "seed {seed}: {} operations ({} unknown), {} faults, {} restarts, term {}, {} snapshot installs, digest {:016x}",

@@ -58,6 +58,8 @@ pub struct SeedReport {
     pub violations: Vec<String>,
     /// The run's trace, one line per event.
     pub trace: Vec<String>,
+    /// The recorded history as JSON lines, for `hc-check`.
+    pub history: String,
 }
 
 impl SeedReport {
@@ -291,6 +293,7 @@ async fn run(seed: u64, options: SimOptions) -> anyhow::Result<SeedReport> {
         unknown: history.ops().filter(|op| matches!(op.outcome, hc_checker::Outcome::Unknown { .. })).count() as u64,
         violations,
         trace: recorder.trace(),
+        history: jsonl,
     })
 }
 
