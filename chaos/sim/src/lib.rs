@@ -35,6 +35,22 @@ pub mod workload;
 
 pub use run::{SeedReport, SimOptions, run_seed};
 
+/// [`run_seed`], with a panic anywhere in the run turned into an error, so that the seed is
+/// reported with its repro command rather than taking the whole run down.
+pub fn run_seed_caught(seed: u64, options: &SimOptions) -> anyhow::Result<SeedReport> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed, options))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic".to_owned());
+            anyhow::bail!("the run panicked: {what}")
+        }
+    }
+}
+
 /// The command that reruns `seed` with these options, as printed with every failure.
 pub fn repro_command(seed: u64, options: &SimOptions) -> String {
     let features = if hc_allocator_state::DELIBERATE_BUG { " --features deliberate-bug" } else { "" };

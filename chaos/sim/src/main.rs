@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use clap::Parser;
-use hc_sim::{SeedReport, SimOptions, repro_command, run_seed};
+use hc_sim::{SeedReport, SimOptions, repro_command, run_seed_caught};
 
 #[derive(Debug, Parser)]
 #[command(name = "hc-sim", about = "Deterministic simulation of the allocator under seeded faults")]
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let options = SimOptions { replicas: args.replicas, ..SimOptions::default() };
 
     if let Some(seed) = args.seed {
-        return match run_seed(seed, &options) {
+        return match run_seed_caught(seed, &options) {
             Ok(report) => {
                 for line in &report.trace {
                     println!("{line}");
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
                     if seed >= end {
                         break;
                     }
-                    match run_seed(seed, &options) {
+                    match run_seed_caught(seed, &options) {
                         Ok(report) => {
                             operations.fetch_add(report.operations, Ordering::SeqCst);
                             unknown.fetch_add(report.unknown, Ordering::SeqCst);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use hc_sim::{SeedReport, SimOptions, repro_command, run_seed};
+use hc_sim::{SeedReport, SimOptions, repro_command, run_seed, run_seed_caught};
 
 /// Runs `seeds` on two threads; returns the failing reports and the operations checked.
 fn run_seeds(seeds: std::ops::Range<u64>, options: &SimOptions) -> (Vec<SeedReport>, u64) {
@@ -21,7 +21,7 @@ fn run_seeds(seeds: std::ops::Range<u64>, options: &SimOptions) -> (Vec<SeedRepo
                     if seed >= seeds.end {
                         break;
                     }
-                    let report = run_seed(seed, options).unwrap_or_else(|e| {
+                    let report = run_seed_caught(seed, options).unwrap_or_else(|e| {
                         panic!("seed {seed} could not run: {e:#}; {}", repro_command(seed, options))
                     });
                     operations.fetch_add(report.operations, Ordering::SeqCst);
