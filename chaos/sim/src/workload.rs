@@ -11,7 +11,9 @@
 //!   then declares a node gone.
 //!
 //! A client sends each call to the replica it believes leads; on "not leader" it follows the
-//! hint, on a timeout or a refused connection it tries another replica, a few times. The outcome
+//! hint, on a timeout or a refused connection it tries another replica, a few times — except
+//! that the operator's address releases and node-gone calls are not sent again once an attempt
+//! may have applied (as `hcctl` does): they are not idempotent. The outcome
 //! recorded: the reply; a typed refusal is `fail` — unless an earlier attempt of the same call
 //! timed out (it may still apply), then `unknown`, as is every call given up after a timeout.
 //! A release-like call (release, reconcile, node gone) that succeeds after such an attempt is
@@ -125,6 +127,13 @@ impl Client {
     }
 
     async fn call(&mut self, req: ApiRequest) -> Called {
+        self.call_with(req, true).await
+    }
+
+    /// `retry_lost: false` for calls that are not idempotent (releasing an address, a node gone):
+    /// once an attempt may have applied, a retry could apply again to whoever holds the address
+    /// by then. Like `hcctl`, such a call ends as unknown at its first lost attempt.
+    async fn call_with(&mut self, req: ApiRequest, retry_lost: bool) -> Called {
         let mut uncertain = false;
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
@@ -160,6 +169,9 @@ impl Client {
                     uncertain = true;
                     last = why;
                     self.leader = self.other_replica();
+                    if !retry_lost {
+                        break;
+                    }
                 }
                 Err(Some(refused)) => {
                     last = refused;
@@ -169,6 +181,9 @@ impl Client {
                     uncertain = true;
                     last = format!("no reply from replica {target} within {CALL_TIMEOUT:?}");
                     self.leader = self.other_replica();
+                    if !retry_lost {
+                        break;
+                    }
                 }
             }
         }
@@ -587,15 +602,13 @@ impl Operator {
                 let address = IpAddr::V4(Ipv4Addr::new(10, 0, 0, self.rng.range(2, 40) as u8));
                 let call = Call::Release { target: hc_checker::ReleaseTarget::Address(address), fence: None };
                 let inv = self.world.recorder.invoke(Self::NAME, call);
-                let called = self
-                    .client
-                    .propose(Command::Release { fence: None, target: ReleaseTarget::Address(address) })
-                    .await;
+                let command = Command::Release { fence: None, target: ReleaseTarget::Address(address) };
+                let called = self.client.call_with(ApiRequest::Propose(command), false).await;
                 self.world.recorder.complete(inv, called.outcome(true, released));
             } else if roll < 88 {
                 let Some(node) = self.rng.pick(&self.agents).cloned() else { continue };
                 let inv = self.world.recorder.invoke(Self::NAME, Call::NodeGone { node: node.clone() });
-                let called = self.client.propose(Command::NodeGone { node }).await;
+                let called = self.client.call_with(ApiRequest::Propose(Command::NodeGone { node }), false).await;
                 self.world.recorder.complete(inv, called.outcome(true, released));
             }
         }
