@@ -11,3 +11,6 @@ cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast -- --nocapture
 # The state machine's criterion micro-benchmarks, each run once at small sizes (test mode).
 cargo test -p hc-allocator-state --benches
+# The simulation must catch a deliberately broken state machine (allocate skips the fencing
+# check). The feature is enabled here, from the command line only: no manifest may name it.
+cargo run -p hc-sim --features deliberate-bug -- --seeds 300 --expect-violation

@@ -30,6 +30,28 @@ mod testing;
 pub mod validate;
 
 pub use command::{Command, Output, Request, Response};
+
+/// True only in a build with the `deliberate-bug` feature, where allocate accepts stale fencing
+/// tokens. Binaries that can be built with it (`hc-sim`) print a warning at startup when it is
+/// set; nothing else may enable the feature.
+pub const DELIBERATE_BUG: bool = cfg!(feature = "deliberate-bug");
+#[cfg(feature = "deliberate-bug")]
+#[deprecated(note = "hc-allocator-state is built with `deliberate-bug`: allocate skips the fencing check")]
+const _DELIBERATE_BUG_BUILD: () = ();
+#[cfg(feature = "deliberate-bug")]
+const _WARN: () = _DELIBERATE_BUG_BUILD;
 pub use invariants::InvariantViolation;
 pub use snapshot::SnapshotError;
 pub use state::{ApplyContext, Replicated, State};
+
+#[cfg(test)]
+mod tests {
+    /// Cargo unifies features across a workspace build: one manifest naming `deliberate-bug`
+    /// would ship the broken fencing check in every binary. `cargo test --workspace` must never
+    /// see it on.
+    #[test]
+    #[allow(clippy::assertions_on_constants)]
+    fn the_deliberate_bug_is_off_in_a_workspace_build() {
+        assert!(!super::DELIBERATE_BUG, "hc-allocator-state was built with `deliberate-bug`: find who enables it");
+    }
+}

@@ -39,6 +39,9 @@ impl State {
         req: &AllocateRequest,
     ) -> Response {
         if let Some(f) = fence {
+            // The `deliberate-bug` build skips this check (stale tokens are accepted) so that
+            // the simulator can show it catches a broken fencing rule; see `lib.rs`.
+            #[cfg(not(feature = "deliberate-bug"))]
             self.check_fence(f)?;
             if req.owner.node != f.node {
                 return Err(IpamError::invalid(
