@@ -3,9 +3,11 @@
 //! unreachable, and retries with backoff until the call's deadline.
 //!
 //! Retries are safe for what agents send: allocation is idempotent per (container id,
-//! interface), releases and reconciles are idempotent, and a repeated lease grant only fences
-//! the grant before it. An operator's `CreatePool` retried after an unknown outcome may answer
-//! `PoolExists`.
+//! interface), releases by owner and reconciles are idempotent, and a repeated lease grant only
+//! fences the grant before it. An operator's `CreatePool` retried after an unknown outcome may
+//! answer `PoolExists`. A release by address is the exception: applied twice it could free the
+//! address's next holder, so it is not retried once its outcome is unknown (the deterministic
+//! simulation found this with its own operator client).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -89,7 +91,18 @@ impl Client {
     }
 
     /// Runs `call` against the believed leader, retrying as described in the module docs.
-    async fn with_retry<T, F, Fut>(&self, mut call: F) -> Result<T, IpamError>
+    async fn with_retry<T, F, Fut>(&self, call: F) -> Result<T, IpamError>
+    where
+        F: FnMut(IpamClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.with_retry_if(true, call).await
+    }
+
+    /// [`Self::with_retry`]; with `retry_unavailable` false, an `Unavailable` answer (the call
+    /// may or may not have been applied) is returned at once instead of retried, for calls
+    /// that must not be applied twice.
+    async fn with_retry_if<T, F, Fut>(&self, retry_unavailable: bool, mut call: F) -> Result<T, IpamError>
     where
         F: FnMut(IpamClient<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -114,6 +127,7 @@ impl Client {
                         Ordering::Relaxed,
                     );
                 }
+                IpamError::Unavailable { .. } if !retry_unavailable => return Err(err),
                 IpamError::Unavailable { .. } => {
                     let _ = self.current.compare_exchange(
                         idx,
@@ -140,11 +154,15 @@ impl Client {
         }
     }
 
-    /// Proposes a state-machine command through the leader.
+    /// Proposes a state-machine command through the leader. A command applied twice would do
+    /// harm — releasing whatever holds an address: a retry after a lost reply could free the
+    /// address's next holder — is not retried after an `Unavailable` answer (the caller learns
+    /// the outcome is unknown); everything else is idempotent and retried.
     pub async fn propose(&self, command: &Command) -> Result<Output, IpamError> {
+        let retry_unavailable = !matches!(command, Command::Release { target: ReleaseTarget::Address(_), .. });
         let json = serde_json::to_string(command).map_err(|e| IpamError::invalid("command", e.to_string()))?;
         let reply = self
-            .with_retry(|mut c, timeout| {
+            .with_retry_if(retry_unavailable, |mut c, timeout| {
                 let mut req = tonic::Request::new(ProposeRequest { command_json: json.clone(), forwarded: false });
                 req.set_timeout(timeout);
                 async move { c.propose(req).await.map(|r| r.into_inner()) }
