@@ -71,6 +71,10 @@ pub struct Flags {
     /// Leases part: simulated agents (full: 5000, smoke: 200).
     #[arg(long)]
     pub lease_agents: Option<usize>,
+    /// Steady part: how long the load runs while leader changes are counted, in seconds (full:
+    /// 600, smoke: 5).
+    #[arg(long)]
+    pub steady_secs: Option<f64>,
     /// Leases part: measurement window in seconds (full: 30, smoke: 3).
     #[arg(long)]
     pub lease_secs: Option<f64>,
@@ -92,6 +96,8 @@ pub enum Part {
     Burst,
     Scale,
     Leases,
+    /// Steady load without faults, watching for leader changes.
+    Steady,
 }
 
 /// Which members the store rows' clients talk to.
@@ -135,6 +141,7 @@ pub struct Config {
     pub work_dir: PathBuf,
     pub pods: crate::node::PodConfig,
     pub scale: crate::scale::ScaleConfig,
+    pub steady_secs: f64,
     pub leases: crate::leases::LeaseConfig,
 }
 
@@ -214,6 +221,10 @@ impl Config {
         if let Some(f) = flags.scale_families.filter(|f| !f.is_empty()) {
             scale.families = f;
         }
+        let steady_secs = flags.steady_secs.unwrap_or(if smoke { 5.0 } else { 600.0 });
+        if !(steady_secs > 0.0 && steady_secs <= 24.0 * 3600.0) {
+            return Err(invalid("steady-secs", "must be in (0, 86400]"));
+        }
         let mut leases = crate::leases::LeaseConfig::defaults(smoke);
         if let Some(n) = flags.lease_agents {
             if n == 0 || n > 100_000 {
@@ -258,6 +269,7 @@ impl Config {
             work_dir,
             pods,
             scale,
+            steady_secs,
             leases,
         })
     }

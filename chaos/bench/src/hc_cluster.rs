@@ -175,6 +175,11 @@ impl HcCluster {
         HcClusterError::Timeout { what: what.into(), timeout, id: r.id, log: tail(&r.log, 30) }
     }
 
+    /// Raft status of replica `i`, as it answers it.
+    pub async fn status_of(&self, i: usize) -> Result<hc_api::proto::StatusReply, HcClusterError> {
+        self.status.status_at(i).await.map_err(|e| self.timeout(format!("status: {e}"), Duration::ZERO, i))
+    }
+
     /// Index of the running replica that is leader and says so itself.
     pub async fn leader(&self, timeout: Duration) -> Result<usize, HcClusterError> {
         let deadline = Instant::now() + timeout;

@@ -27,6 +27,7 @@ pub mod pod_path;
 pub mod report;
 pub mod scale;
 pub mod stats;
+pub mod steady;
 pub mod store_bench;
 pub mod supervisor;
 pub mod workload;
@@ -69,6 +70,7 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Resul
     let burst = if cfg.runs(Part::Burst) { Some(burst::run(cfg, sup).await?) } else { None };
     let scale = if cfg.runs(Part::Scale) { scale::run(cfg, &cfg.scale, sup).await? } else { Vec::new() };
     let leases = if cfg.runs(Part::Leases) { Some(leases::run(cfg, &cfg.leases, sup).await?) } else { None };
+    let steady = if cfg.runs(Part::Steady) { Some(steady::run(cfg, sup).await?) } else { None };
     let store_ratios = report::store_ratios(&store);
     let hc = failover.iter().find(|f| f.system == report::System::Hc).and_then(|f| f.median_ms);
     let etcd = failover.iter().find(|f| f.system != report::System::Hc).and_then(|f| f.median_ms);
@@ -81,6 +83,10 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Resul
     targets.extend(scale::targets(&scale));
     problems.extend(scale::problems(&scale));
     problems.extend(leases.iter().flat_map(leases::problems));
+    if let Some(st) = &steady {
+        targets.extend(steady::targets(st));
+        problems.extend(steady::problems(st));
+    }
     if let Some(p) = &pod_path {
         targets.extend(pod_path::targets(p));
         problems.extend(p.problems.iter().cloned());
@@ -98,6 +104,7 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>, machine: Machine) -> Resul
         burst,
         scale,
         leases,
+        steady,
         failover_etcd_over_hc: etcd.zip(hc).filter(|(_, h)| *h > 0.0).map(|(e, h)| e / h),
         store,
         store_ratios,

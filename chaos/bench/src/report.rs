@@ -129,6 +129,8 @@ pub struct Report {
     pub scale: Vec<crate::scale::ScaleResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leases: Option<crate::leases::LeaseResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady: Option<crate::steady::SteadyResult>,
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -390,6 +392,9 @@ pub fn render(r: &Report) -> String {
     s.push_str(&crate::scale::render(&r.scale));
     if let Some(l) = &r.leases {
         s.push_str(&crate::leases::render(l));
+    }
+    if let Some(st) = &r.steady {
+        s.push_str(&crate::steady::render(st));
     }
     if !r.targets.is_empty() {
         let _ = writeln!(s, "\nTargets (issue 5)");
