@@ -46,21 +46,7 @@ impl Netlink {
     /// Connects in `ns`; `Ok(None)` when the namespace file does not exist. Must be called
     /// within a tokio runtime, which then drives the connection.
     pub async fn connect(ns: &NetnsRef) -> Result<Option<Netlink>, DatapathError> {
-        let (conn, handle, _) = match ns {
-            NetnsRef::Current => rtnetlink::new_connection().map_err(DatapathError::Socket)?,
-            NetnsRef::Path(path) => {
-                let Some(file) = netns::open(path)? else { return Ok(None) };
-                let runtime = tokio::runtime::Handle::current();
-                netns::run_in(path, file, move || {
-                    // The socket registers with the caller's runtime but is created here, in
-                    // the namespace this thread has joined.
-                    let _entered = runtime.enter();
-                    rtnetlink::new_connection()
-                })
-                .await?
-                .map_err(DatapathError::Socket)?
-            }
-        };
+        let Some((conn, handle, _)) = open_in(ns, rtnetlink::new_connection).await? else { return Ok(None) };
         Ok(Some(Netlink { handle, task: tokio::spawn(conn) }))
     }
 
@@ -394,6 +380,29 @@ fn nl_err(op: &'static str, target: &str, e: rtnetlink::Error) -> DatapathError 
     DatapathError::Netlink { op, target: target.to_string(), errno, message }
 }
 
+/// Opens a netlink socket with `open` in `ns`; `Ok(None)` when the namespace file does not
+/// exist. In another namespace, `open` runs on a thread that has joined it: the socket belongs
+/// to that namespace for its whole life and registers with the caller's runtime, which then
+/// drives it.
+async fn open_in<T: Send + 'static>(
+    ns: &NetnsRef,
+    open: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<Option<T>, DatapathError> {
+    let opened = match ns {
+        NetnsRef::Current => open(),
+        NetnsRef::Path(path) => {
+            let Some(file) = netns::open(path)? else { return Ok(None) };
+            let runtime = tokio::runtime::Handle::current();
+            netns::run_in(path, file, move || {
+                let _entered = runtime.enter();
+                open()
+            })
+            .await?
+        }
+    };
+    opened.map(Some).map_err(DatapathError::Socket)
+}
+
 /// A change to a link the kernel announced: its name, and whether it was deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkEvent {
@@ -421,19 +430,7 @@ impl LinkEvents {
     /// Subscribes in `ns`; `Ok(None)` when the namespace file does not exist.
     pub async fn subscribe(ns: &NetnsRef) -> Result<Option<LinkEvents>, DatapathError> {
         let subscribe = || rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link]);
-        let (conn, _handle, messages) = match ns {
-            NetnsRef::Current => subscribe().map_err(DatapathError::Socket)?,
-            NetnsRef::Path(path) => {
-                let Some(file) = netns::open(path)? else { return Ok(None) };
-                let runtime = tokio::runtime::Handle::current();
-                netns::run_in(path, file, move || {
-                    let _entered = runtime.enter();
-                    subscribe()
-                })
-                .await?
-                .map_err(DatapathError::Socket)?
-            }
-        };
+        let Some((conn, _handle, messages)) = open_in(ns, subscribe).await? else { return Ok(None) };
         Ok(Some(LinkEvents { messages, task: tokio::spawn(conn) }))
     }
 

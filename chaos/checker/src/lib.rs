@@ -26,6 +26,7 @@ mod projection;
 mod recorder;
 mod register;
 mod report;
+pub mod rng;
 mod search;
 mod unavailability;
 
