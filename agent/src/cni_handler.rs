@@ -18,7 +18,7 @@ use crate::datapath::{Attached, AttachmentId, DatapathError, DatapathMode, Desir
 use crate::lease::is_fenced;
 use crate::metrics;
 use crate::request;
-use crate::store::Record;
+use crate::store::{self, Record};
 
 impl Agent {
     /// Serves one decoded request and times it.
@@ -118,7 +118,7 @@ impl Agent {
             result: result.clone(),
         };
         let step = StdInstant::now();
-        let stored = self.store.put(record);
+        let stored = store::blocking(|| self.store.put(record));
         metrics::cni_step("ADD", "record", step.elapsed());
         if let Err(e) = stored {
             warn!(error = %e, "cannot record the attachment; undoing it");
@@ -220,7 +220,7 @@ impl Agent {
             None => {}
         }
         let step = StdInstant::now();
-        let removed = self.store.remove(&id);
+        let removed = store::blocking(|| self.store.remove(&id));
         metrics::cni_step("DEL", "record", step.elapsed());
         removed.map_err(|e| AgentError::new(code::IO_FAILURE, format!("cannot forget the attachment: {e}")))?;
         metrics::attachments(self.store.len());

@@ -57,8 +57,10 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    /// Guards the in-memory copy; held only around map updates (never across I/O awaits), the
-    /// file write happens under it too so disk and map change in the same order.
+    /// Guards the in-memory copy; held only around map updates, never across file I/O, so
+    /// that one attachment's fsyncs do not hold up another's. The map changes after the disk,
+    /// and operations on one attachment are serialized by the caller (the CNI handler's
+    /// per-attachment lock), so disk and map change in the same order for each attachment.
     records: Mutex<BTreeMap<AttachmentId, Record>>,
     /// Host veth names of the recorded hc-bridge attachments, so that a kernel link event can
     /// be matched to a pod without hashing every record's name. Changed under `records`' lock.
@@ -116,14 +118,14 @@ impl Store {
 
     /// Writes the record durably (tmp + fsync + rename + fsync of the directory) before it is
     /// visible: an ADD is answered only once its record would survive a crash, or a restarted
-    /// agent would reconcile the address away from a running pod.
+    /// agent would reconcile the address away from a running pod. Blocks on the disk: call it
+    /// from async code through [`blocking`].
     pub fn put(&self, record: Record) -> Result<(), StoreError> {
         let path = self.path_of(&record.id());
         let tmp = path.with_extension("tmp");
         let io = |op, source| StoreError::Io { op, path: path.clone(), source };
         let bytes =
             serde_json::to_vec_pretty(&record).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
-        let mut records = self.lock();
         {
             let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
             f.write_all(&bytes).map_err(|e| io("write", e))?;
@@ -131,6 +133,7 @@ impl Store {
         }
         fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
         self.sync_dir()?;
+        let mut records = self.lock();
         if let Some(port) = host_port(&record) {
             self.ports.lock().unwrap_or_else(|p| p.into_inner()).insert(port);
         }
@@ -139,15 +142,16 @@ impl Store {
     }
 
     /// Removes the record; nothing there is fine. Durable for the same reason as `put`: a
-    /// resurrected record would make a restarted agent claim an address it released.
+    /// resurrected record would make a restarted agent claim an address it released. Blocks on
+    /// the disk, like [`Store::put`].
     pub fn remove(&self, id: &AttachmentId) -> Result<(), StoreError> {
         let path = self.path_of(id);
-        let mut records = self.lock();
         match fs::remove_file(&path) {
             Ok(()) => self.sync_dir()?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(StoreError::Io { op: "remove", path, source }),
         }
+        let mut records = self.lock();
         if records.remove(id).is_some_and(|r| r.desired.is_some()) {
             self.ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&id.host_veth());
         }
@@ -171,6 +175,16 @@ impl Store {
     /// id the runtime sends maps to one file name and back.
     fn path_of(&self, id: &AttachmentId) -> PathBuf {
         self.dir.join(format!("{}@{}.json", escape(&id.container_id), escape(&id.ifname)))
+    }
+}
+
+/// Runs `f`, which blocks on the disk (an fsync takes milliseconds on a busy disk), without
+/// stalling the other tasks of the runtime's worker thread: the agent serves many CNI calls on
+/// two worker threads. On a current-thread runtime (unit tests) `f` simply runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -32,13 +32,16 @@ const EEXIST: i32 = 17;
 /// An rtnetlink connection whose socket lives in one network namespace.
 pub struct Netlink {
     handle: Handle,
-    /// Drives the socket; aborted when the connection is dropped.
-    task: tokio::task::JoinHandle<()>,
+    /// Drives the socket; aborted when the connection is dropped. `None` when the caller
+    /// drives it ([`Netlink::delete_link_detached`]).
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Netlink {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -47,7 +50,7 @@ impl Netlink {
     /// within a tokio runtime, which then drives the connection.
     pub async fn connect(ns: &NetnsRef) -> Result<Option<Netlink>, DatapathError> {
         let Some((conn, handle, _)) = open_in(ns, rtnetlink::new_connection).await? else { return Ok(None) };
-        Ok(Some(Netlink { handle, task: tokio::spawn(conn) }))
+        Ok(Some(Netlink { handle, task: Some(tokio::spawn(conn)) }))
     }
 
     /// Every link with its bridge VLAN memberships.
@@ -276,6 +279,47 @@ impl Netlink {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(ENODEV) => Ok(false),
             Err(e) => Err(nl_err("delete link", name, e)),
+        }
+    }
+
+    /// Deletes a link over a netlink socket of its own, driven on the calling thread, outside
+    /// the runtime's worker threads; `Ok(false)` when there was none (or no namespace).
+    ///
+    /// The kernel runs a netlink request in the thread that sends it, and deleting a veth makes
+    /// that thread wait for the network stack to let go of the device (RCU grace periods,
+    /// 10–30 ms on a busy machine). Over the agent's one shared socket, concurrent DELs would
+    /// wait one after the other, each holding one of the runtime's two worker threads; here
+    /// each waits on a thread of its own (`block_in_place`), as separate plugin processes do.
+    /// On a current-thread runtime (unit tests) this falls back to an ordinary connection.
+    pub async fn delete_link_detached(ns: &NetnsRef, name: &str) -> Result<bool, DatapathError> {
+        let delete = async {
+            match Netlink::connect(ns).await? {
+                Some(nl) => nl.delete_link(name).await,
+                None => Ok(false),
+            }
+        };
+        let runtime = tokio::runtime::Handle::current();
+        match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                let ns = ns.clone();
+                let name = name.to_owned();
+                tokio::task::block_in_place(move || {
+                    // A connection of this thread's own: its driving task must run here too,
+                    // or the blocking send would land on a worker thread again.
+                    let local = tokio::task::LocalSet::new();
+                    runtime.block_on(local.run_until(async move {
+                        let Some((conn, handle, _)) = open_in(&ns, rtnetlink::new_connection).await? else {
+                            return Ok(false);
+                        };
+                        let driver = tokio::task::spawn_local(conn);
+                        let nl = Netlink { handle, task: None };
+                        let deleted = nl.delete_link(&name).await;
+                        driver.abort();
+                        deleted
+                    }))
+                })
+            }
+            _ => delete.await,
         }
     }
 
