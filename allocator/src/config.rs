@@ -36,12 +36,13 @@ pub struct Flags {
     /// smallest id initializes the cluster on first start; later starts ignore this.
     #[arg(long, env = "HC_ALLOCATOR_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
-    /// Raft heartbeat interval.
+    /// Raft heartbeat interval (default 50 ms).
     #[arg(long, env = "HC_ALLOCATOR_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Lower bound of the randomized election timeout (the upper bound is twice this). A new
-    /// leader is elected within about the upper bound (openraft's followers honour the old
-    /// leader's lease for that long) plus one timeout, so this sets the failover time.
+    /// Lower bound of the randomized election timeout (the upper bound is 1.5× this; default
+    /// 150 ms with a 50 ms heartbeat). A new leader is elected after two sampled timeouts
+    /// (openraft's followers honour the old leader's lease for the upper bound, so the first
+    /// candidate is refused): this sets the failover time, 2–3× the value.
     #[arg(long, env = "HC_ALLOCATOR_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Build a snapshot (and compact the log) after this many entries.
@@ -118,9 +119,9 @@ impl Config {
         let data_dir = flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("hc-allocator-data"));
         let rest_addr = flags.rest_addr.or(file.rest_addr).unwrap_or(parse_default(DEFAULT_REST_ADDR));
         let grpc_addr = flags.grpc_addr.or(file.grpc_addr).unwrap_or(parse_default(DEFAULT_GRPC_ADDR));
-        let heartbeat = Duration::from_millis(flags.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100));
+        let heartbeat = Duration::from_millis(flags.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50));
         let election_timeout =
-            Duration::from_millis(flags.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(300));
+            Duration::from_millis(flags.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(150));
         let snapshot_every = flags.snapshot_every.or(file.snapshot_every).unwrap_or(20_000);
         let lease_check = Duration::from_millis(flags.lease_check_ms.or(file.lease_check_ms).unwrap_or(100));
 

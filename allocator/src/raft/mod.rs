@@ -134,7 +134,7 @@ fn open_db(path: &Path) -> Result<DB, rocksdb::Error> {
 }
 
 /// The Raft settings for an allocator replica: heartbeat every `heartbeat_ms`, elections after
-/// `election_timeout_ms` to twice that without a leader, and a snapshot every
+/// `election_timeout_ms` to 1.5× that without a leader, and a snapshot every
 /// `snapshot_logs_since_last` applied entries (the log before it is then purged, keeping a short
 /// tail so a follower that is just behind catches up from the log rather than a snapshot).
 pub fn raft_config(
@@ -146,7 +146,13 @@ pub fn raft_config(
         cluster_name: "hc-allocator".to_owned(),
         heartbeat_interval: heartbeat_ms,
         election_timeout_min: election_timeout_ms,
-        election_timeout_max: election_timeout_ms.saturating_mul(2),
+        // A narrow range: openraft's followers refuse to vote for `election_timeout_max` after the
+        // last heartbeat (the leader lease), so a first candidate, whose timer fires before that,
+        // is always refused and the election succeeds one timeout later. Failover therefore
+        // takes two sampled timeouts: 2–3× `election_timeout_ms` with a 1.5× upper bound, where
+        // a 2× bound gives 2–4×. Split votes stay rare: the survivors' timers still differ by up
+        // to half a timeout, far more than a vote's round trip.
+        election_timeout_max: election_timeout_max(election_timeout_ms),
         // Pre-Vote keeps a replica that was cut off from bumping the term and deposing a
         // healthy leader when it comes back.
         enable_pre_vote: Some(true),
@@ -164,9 +170,15 @@ pub fn raft_config(
     .validate()
 }
 
-/// [`raft_config`] with a 100 ms heartbeat and 300–600 ms election timeout.
+/// The upper bound of the randomized election timeout: 1.5× the lower bound.
+pub fn election_timeout_max(election_timeout_min_ms: u64) -> u64 {
+    election_timeout_min_ms.saturating_add(election_timeout_min_ms.div_ceil(2).max(1))
+}
+
+/// [`raft_config`] with the replica's default timeouts: a 50 ms heartbeat and a 150–225 ms
+/// election timeout.
 pub fn default_raft_config(snapshot_logs_since_last: u64) -> Result<openraft::Config, openraft::ConfigError> {
-    raft_config(100, 300, snapshot_logs_since_last)
+    raft_config(50, 150, snapshot_logs_since_last)
 }
 
 /// Runs blocking I/O on tokio's blocking pool. A panic there is re-raised here.
