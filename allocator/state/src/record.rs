@@ -8,7 +8,7 @@
 //! length. Records are turned back into [`Allocation`]s (through [`RecordRef`], the record with
 //! its names resolved) for replies and reads, so replies are unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -151,16 +151,18 @@ impl RecordRef<'_> {
 }
 
 /// Interned names (interfaces, namespaces, nodes) the records refer to by id, each with the
-/// number of record fields that use it; an id whose count drops to zero is reused. Derived
-/// data: ids differ between replicas (and between a state and its restored copy) and decide
-/// nothing, so two states compare equal whatever their tables hold, and records are compared
-/// through their resolved names (see `State`'s `PartialEq`).
+/// number of record fields that use it; an id whose count drops to zero is free, and the lowest
+/// free id is reused first. The table is written in the snapshot as it is, so a replica that
+/// restored from a snapshot assigns the same ids as one that applied the whole log: their
+/// snapshots stay byte-identical (the simulation compares them). Ids decide nothing, though:
+/// two states compare equal whatever their tables hold, and records are compared through their
+/// resolved names (see `State`'s `PartialEq`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Names {
     /// Id → name and its use count (0: free, listed in `free`).
     entries: Vec<(Arc<str>, u64)>,
     by_name: BTreeMap<Arc<str>, NameId>,
-    free: Vec<NameId>,
+    free: BTreeSet<NameId>,
 }
 
 impl PartialEq for Names {
@@ -184,7 +186,7 @@ impl Names {
             return id;
         }
         let shared: Arc<str> = Arc::from(name);
-        let id = match self.free.pop() {
+        let id = match self.free.pop_first() {
             Some(id) => {
                 self.entries[id as usize] = (shared.clone(), 1);
                 id
@@ -209,7 +211,7 @@ impl Names {
         if entry.1 == 0 {
             let name = std::mem::replace(&mut entry.0, Arc::from(""));
             self.by_name.remove(&name);
-            self.free.push(id);
+            self.free.insert(id);
         }
     }
 
@@ -234,7 +236,7 @@ impl Names {
     /// each record then calls [`Names::count`], and [`Names::finish`] frees the unused ids).
     pub(crate) fn from_table(names: Vec<String>) -> Names {
         let entries = names.into_iter().map(|n| (Arc::from(n), 0)).collect();
-        Names { entries, by_name: BTreeMap::new(), free: Vec::new() }
+        Names { entries, by_name: BTreeMap::new(), free: BTreeSet::new() }
     }
 
     /// Counts one use of `id` while loading; false if the id is not in the table.
@@ -254,13 +256,11 @@ impl Names {
             let id = id as NameId;
             if *uses == 0 {
                 *name = Arc::from("");
-                self.free.push(id);
+                self.free.insert(id);
             } else if self.by_name.insert(name.clone(), id).is_some() {
                 return Err(format!("name {name:?} appears twice in the name table"));
             }
         }
-        // Reuse the lowest ids first, as `acquire` pops from the end.
-        self.free.reverse();
         Ok(())
     }
 
@@ -342,5 +342,24 @@ mod tests {
         let c = record(&mut names, &allocation(None));
         assert_eq!(names.entries.len(), 3);
         assert_eq!(c.resolve(&names).node, "n1");
+    }
+
+    #[test]
+    fn the_lowest_free_id_is_reused_so_a_restored_table_assigns_the_same_ids() {
+        let mut live = Names::default();
+        let ids: Vec<NameId> = ["a", "b", "c", "d"].iter().map(|n| live.acquire(n)).collect();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        live.release(1);
+        live.release(3);
+        let mut restored = Names::from_table(live.table().map(str::to_owned).collect());
+        for id in [0, 2] {
+            assert!(restored.count(id));
+        }
+        restored.finish().unwrap();
+        for name in ["x", "y", "z"] {
+            assert_eq!(live.acquire(name), restored.acquire(name), "{name}");
+        }
+        assert_eq!(live.table().collect::<Vec<_>>(), restored.table().collect::<Vec<_>>());
+        assert_eq!(live.acquire("x"), 1);
     }
 }

@@ -665,6 +665,8 @@ mod tests {
             other.now = h.now;
             assert_eq!(h.apply(cmd.clone()), other.apply(cmd));
             assert_eq!(h.state, other.state);
+            // Byte for byte, name ids included (the simulation compares replicas' snapshots).
+            assert_eq!(rmp_serde::to_vec_named(&h.state).unwrap(), rmp_serde::to_vec_named(&other.state).unwrap());
         }
     }
 
