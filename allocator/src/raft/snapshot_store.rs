@@ -87,7 +87,15 @@ impl SnapshotStore {
         let current_path = dir.join(CURRENT);
         let loaded = match File::open(&current_path) {
             Ok(file) => {
+                // Timed: loading the snapshot is part of every cold restart.
+                let started = std::time::Instant::now();
                 let snapshot = read_snapshot(file)?;
+                tracing::info!(
+                    snapshot = %snapshot.meta,
+                    allocations = snapshot.state.allocation_count(),
+                    secs = started.elapsed().as_secs_f64(),
+                    "read and decoded the snapshot file"
+                );
                 Some((snapshot.meta, snapshot.state))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
