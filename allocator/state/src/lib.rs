@@ -10,7 +10,7 @@
 //! - `state.rs`: [`State`], `apply`, the bookkeeping shared by all commands, and the reads;
 //! - `apply/`: the command handlers, one file per kind of object (pools, VLANs, reservations,
 //!   allocate, release, leases and fencing);
-//! - `record.rs`: an allocation as kept in memory, its repeated names shared;
+//! - `record.rs`: an allocation as kept in memory, its repeated names as ids into one table;
 //! - `pool.rs`: one pool's address index (search, counts) — memory in proportion to the
 //!   addresses in use, not to the pool's size; `interval.rs`: the interval set under it;
 //! - `validate.rs`: checks on specs that need nothing but the spec (also usable before proposing);

@@ -160,6 +160,11 @@ impl Pool {
         self.occupied.insert(n, n);
     }
 
+    /// Marks the addresses `[a, b]` (numbers, `a <= b`, inside the pool) as not available.
+    pub(crate) fn occupy_range(&mut self, a: u128, b: u128) {
+        self.occupied.insert(a, b);
+    }
+
     /// Makes `a` available to a search again. The caller has checked that nothing else (an
     /// allocation, a reservation, a cooldown) still holds it; fixed addresses stay occupied.
     pub(crate) fn vacate(&mut self, a: IpAddr) {

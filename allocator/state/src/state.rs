@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Request, Response};
 use crate::pool::Pool;
-use crate::record::{Names, Record};
+use crate::record::{Names, Record, RecordRef};
 
 /// Where an entry sits in the log. Passed to `apply`; the state keeps the last one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,9 +24,10 @@ pub struct ApplyContext {
 /// The whole replicated state. Serialized as the snapshot (see `snapshot.rs`: only the
 /// replicated data is written; the indexes are rebuilt on load).
 ///
-/// `PartialEq` compares everything, indexes included; a state rebuilt from its own snapshot is
-/// equal to it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `PartialEq` compares everything, indexes included (allocation records through their
+/// resolved names: name ids are derived data); a state rebuilt from its own snapshot is equal
+/// to it.
+#[derive(Debug, Clone, Default)]
 pub struct State {
     /// Log index of the last applied entry.
     pub(crate) last_applied: u64,
@@ -69,6 +70,27 @@ pub(crate) struct Index {
     /// The names allocation records share.
     pub(crate) names: Names,
 }
+
+impl PartialEq for State {
+    fn eq(&self, other: &Self) -> bool {
+        self.last_applied == other.last_applied
+            && self.now_ms == other.now_ms
+            && self.pools == other.pools
+            && self.vlans == other.vlans
+            && self.reservations == other.reservations
+            && self.leases == other.leases
+            && self.max_tokens == other.max_tokens
+            && self.idx == other.idx
+            && self.allocations.len() == other.allocations.len()
+            && self
+                .allocations
+                .iter()
+                .zip(&other.allocations)
+                .all(|((a, x), (b, y))| a == b && x.resolve(&self.idx.names) == y.resolve(&other.idx.names))
+    }
+}
+
+impl Eq for State {}
 
 impl State {
     /// Applies one committed entry. Deterministic: the same state and entry give the same
@@ -145,7 +167,23 @@ impl State {
             .by_attachment
             .insert((attachment_hash(&allocation.owner.container_id, &allocation.owner.interface), address));
         self.idx.by_node.entry(allocation.owner.node.clone()).or_default().insert(address);
-        let record = self.idx.names.record(allocation);
+        let o = &allocation.owner;
+        let ids = self.idx.names.acquire_owner(o);
+        // A request's strings are far below 4 GiB (the log entry would be larger); should one
+        // not be, the record keeps them cut off rather than the replica stopping.
+        let record = Record::new(
+            &o.container_id,
+            &o.pod,
+            allocation.reservation.as_deref(),
+            ids,
+            allocation.state,
+            allocation.log_index,
+            allocation.allocated_at_ms,
+        )
+        .unwrap_or_else(|_| {
+            Record::new("", "", None, ids, allocation.state, allocation.log_index, allocation.allocated_at_ms)
+                .unwrap_or_else(|_| unreachable!("empty strings fit"))
+        });
         self.allocations.insert(address, Arc::new(record));
     }
 
@@ -153,12 +191,9 @@ impl State {
     /// waits out its pool's reuse cooldown; a reserved address stays held for its key either way.
     pub(crate) fn remove_allocation(&mut self, address: IpAddr, cooldown: bool) -> Option<Allocation> {
         let record = self.allocations.remove(&address)?;
-        let allocation = record.to_allocation(address);
-        // A snapshot being written may still share the record; its names are then forgotten
-        // with a later record, or never (a handful of strings).
-        if let Ok(record) = Arc::try_unwrap(record) {
-            self.idx.names.release(record);
-        }
+        let allocation = self.to_allocation(address, &record);
+        // A snapshot being written may still share the record; it has its own copy of the table.
+        self.idx.names.release_record(&record);
         self.idx
             .by_attachment
             .remove(&(attachment_hash(&allocation.owner.container_id, &allocation.owner.interface), address));
@@ -193,11 +228,25 @@ impl State {
         let h = attachment_hash(container_id, interface);
         let lowest = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let highest = IpAddr::V6(Ipv6Addr::from(u128::MAX));
-        self.idx
-            .by_attachment
-            .range((h, lowest)..=(h, highest))
-            .map(|&(_, a)| a)
-            .find(|a| self.allocations.get(a).is_some_and(|x| x.is_attachment(container_id, interface)))
+        self.idx.by_attachment.range((h, lowest)..=(h, highest)).map(|&(_, a)| a).find(|a| {
+            self.allocations.get(a).is_some_and(|x| x.is_attachment(&self.idx.names, container_id, interface))
+        })
+    }
+
+    /// The name of the pool holding `address` ("" if none does, which no allocation's address
+    /// is: pools never overlap, and an allocation sits inside its pool).
+    pub(crate) fn pool_name_of(&self, address: IpAddr) -> &str {
+        self.pool_of(address).map_or("", Pool::name)
+    }
+
+    /// The record at `address` with its names resolved.
+    pub(crate) fn record_at(&self, address: IpAddr) -> Option<RecordRef<'_>> {
+        self.allocations.get(&address).map(|r| r.resolve(&self.idx.names))
+    }
+
+    /// The API's form of `record`, held at `address`.
+    pub(crate) fn to_allocation(&self, address: IpAddr, record: &Record) -> Allocation {
+        record.resolve(&self.idx.names).to_allocation(address, self.pool_name_of(address))
     }
 
     /// A copy of the replicated data for writing a snapshot beside further applies: allocation
@@ -213,7 +262,13 @@ impl State {
             allocations: self.allocations.clone(),
             leases: self.leases.clone(),
             max_tokens: self.max_tokens.clone(),
-            idx: Index::default(),
+            // The records' names and pools are looked up while serializing: the copy keeps the
+            // name table as of now (a few strings) and the pools' first addresses.
+            idx: Index {
+                pool_by_first: self.idx.pool_by_first.clone(),
+                names: self.idx.names.clone(),
+                ..Index::default()
+            },
         })
     }
 
@@ -291,12 +346,13 @@ impl State {
     /// Allocations filtered by pool, node and pod namespace (each `None` matches all), sorted by
     /// address.
     pub fn allocations(&self, pool: Option<&str>, node: Option<&str>, namespace: Option<&str>) -> Vec<Allocation> {
-        let keep = |(_, a): &(&IpAddr, &Record)| {
-            pool.is_none_or(|p| &*a.pool == p)
-                && node.is_none_or(|n| &*a.owner.node == n)
-                && namespace.is_none_or(|ns| &*a.owner.namespace == ns)
+        let names = &self.idx.names;
+        let keep = |(address, a): &(&IpAddr, &Record)| {
+            pool.is_none_or(|p| self.pool_name_of(**address) == p)
+                && node.is_none_or(|n| names.get(a.node) == n)
+                && namespace.is_none_or(|ns| names.get(a.namespace) == ns)
         };
-        let api = |(address, a): (&IpAddr, &Record)| a.to_allocation(*address);
+        let api = |(address, a): (&IpAddr, &Record)| self.to_allocation(*address, a);
         if let Some(node) = node {
             let Some(addresses) = self.idx.by_node.get(node) else {
                 return Vec::new();
@@ -323,11 +379,11 @@ impl State {
         self.allocations.iter().map(|(a, r)| (a, &**r)).filter(keep).map(api).collect()
     }
     pub fn allocation_by_address(&self, address: IpAddr) -> Option<Allocation> {
-        self.allocations.get(&address).map(|a| a.to_allocation(address))
+        self.allocations.get(&address).map(|a| self.to_allocation(address, a))
     }
     pub fn allocation_by_attachment(&self, id: &AttachmentId) -> Option<Allocation> {
         let address = self.attachment_address(&id.container_id, &id.interface)?;
-        self.allocations.get(&address).map(|a| a.to_allocation(address))
+        self.allocations.get(&address).map(|a| self.to_allocation(address, a))
     }
     /// Leases by node.
     pub fn leases(&self) -> Vec<Lease> {
@@ -433,7 +489,8 @@ mod tests {
         h.ok(crate::command::Command::ExpireLease { node: "n1".into(), lease_id: lease.lease_id });
         assert_eq!(h.state.allocation_by_address(a).unwrap().state, hc_api::types::AllocationState::Quarantined);
         assert_eq!(serde_json::to_value(&copy).unwrap(), before);
-        assert_eq!(before["allocations"][0]["state"], "active");
+        let copied: super::State = serde_json::from_value(before).unwrap();
+        assert_eq!(copied.allocation_by_address(a).unwrap().state, hc_api::types::AllocationState::Active);
     }
 
     #[test]

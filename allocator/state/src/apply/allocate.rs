@@ -97,20 +97,25 @@ impl State {
     /// node an address in use elsewhere; a fenced repeat from the holder's own node (with its
     /// current token) confirms the attachment and lifts a quarantine.
     fn repeat_allocation(&mut self, address: IpAddr, fence: Option<&Fence>) -> Response {
-        let Some(existing) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
+        let Some(existing) = self.record_at(address) else {
             return Err(IpamError::AllocationNotFound { what: address.to_string() });
         };
-        let Some(pool) = self.pools.get(&*existing.pool) else {
-            return Err(IpamError::PoolNotFound { pool: existing.pool.to_string() });
+        let Some(pool) = self.pool_of(address) else {
+            return Err(IpamError::PoolNotFound { pool: String::new() });
         };
+        let spec = pool.spec.clone();
         if let Some(f) = fence {
-            if *existing.owner.node != *f.node {
+            if existing.node != f.node {
                 return Err(IpamError::AddressInUse { address, holder: holder(existing) });
             }
-            existing.state = AllocationState::Active;
+            if let Some(r) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) {
+                r.state = AllocationState::Active;
+            }
         }
-        let allocation = existing.to_allocation(address);
-        Ok(Output::Allocated(Box::new(Allocated { allocation, pool: pool.spec.clone(), created: false })))
+        let allocation = self
+            .allocation_by_address(address)
+            .ok_or_else(|| IpamError::AllocationNotFound { what: address.to_string() })?;
+        Ok(Output::Allocated(Box::new(Allocated { allocation, pool: spec, created: false })))
     }
 
     /// Pool and address for a new allocation: a reservation of one of the request's keys, then
@@ -125,7 +130,7 @@ impl State {
             if let Some(a) = req.address.filter(|a| *a != r.address) {
                 return Err(conflict(format!("the key is reserved at {} but the request names {a}", r.address)));
             }
-            if let Some(a) = self.allocations.get(&r.address) {
+            if let Some(a) = self.record_at(r.address) {
                 return Err(IpamError::AddressInUse { address: r.address, holder: holder(a) });
             }
             // A cooldown does not apply to the reservation's own key.
@@ -185,7 +190,7 @@ impl State {
         if pool.is_fixed(address) {
             return Err(IpamError::AddressExcluded { address, pool: name });
         }
-        if let Some(a) = self.allocations.get(&address) {
+        if let Some(a) = self.record_at(address) {
             return Err(IpamError::AddressInUse { address, holder: holder(a) });
         }
         if let Some(key) = self.idx.reservation_by_address.get(&address) {

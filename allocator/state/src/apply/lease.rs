@@ -83,15 +83,14 @@ impl State {
         let mut kept = 0;
         let mut released = Vec::new();
         for address in addresses {
-            let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) else {
+            let Some(a) = self.record_at(address) else {
                 continue;
             };
-            let id = AttachmentId {
-                container_id: a.owner.container_id.to_string(),
-                interface: a.owner.interface.to_string(),
-            };
+            let id = AttachmentId { container_id: a.container_id.to_owned(), interface: a.interface.to_owned() };
             if valid.contains(&id) {
-                a.state = AllocationState::Active;
+                if let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) {
+                    a.state = AllocationState::Active;
+                }
                 kept += 1;
             } else if self.remove_allocation(address, true).is_some() {
                 released.push(address);

@@ -10,11 +10,11 @@ mod vlan;
 
 use hc_api::types::AllocationState;
 
-use crate::record::Record;
+use crate::record::RecordRef;
 
 /// Who holds an allocation, for error messages.
-pub(crate) fn holder(a: &Record) -> String {
-    let o = &a.owner;
+pub(crate) fn holder(a: RecordRef<'_>) -> String {
+    let o = &a;
     let pod = if o.namespace.is_empty() && o.pod.is_empty() {
         String::new()
     } else {

@@ -71,7 +71,7 @@ impl State {
         // network/broadcast address).
         let (first, last) = (old.first(), old.last());
         if let Some((address, a)) = self.allocations.range(first..=last).find(|(a, _)| new.is_fixed(**a)) {
-            return Err(IpamError::AddressInUse { address: *address, holder: holder(a) });
+            return Err(IpamError::AddressInUse { address: *address, holder: holder(a.resolve(&self.idx.names)) });
         }
         if let Some((address, key)) =
             self.idx.reservation_by_address.range(first..=last).find(|(a, _)| new.is_fixed(**a))

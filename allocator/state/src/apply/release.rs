@@ -17,8 +17,8 @@ impl State {
             ReleaseTarget::Owner(id) => self.attachment_address(&id.container_id, &id.interface),
             ReleaseTarget::Address(a) => Some(*a),
         };
-        let found = address.and_then(|a| self.allocations.get(&a).map(|r| (a, r)));
-        let mine = found.filter(|(_, r)| fence.is_none_or(|f| *r.owner.node == *f.node));
+        let found = address.and_then(|a| self.record_at(a).map(|r| (a, r)));
+        let mine = found.filter(|(_, r)| fence.is_none_or(|f| r.node == f.node));
         let Some(address) = mine.map(|(a, _)| a) else {
             return Ok(Output::Released(Released { released: Vec::new() }));
         };

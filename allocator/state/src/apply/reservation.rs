@@ -18,15 +18,15 @@ fn statefulset_key_of(namespace: &str, pod: &str) -> Option<String> {
 /// Whether `key` names the holder of `a`: the allocation came through that key, or the key is
 /// the holder's pod key (`namespace/pod`) or StatefulSet key (`namespace/set/ordinal`). Such an
 /// allocation may be pinned by a new reservation under that key.
-pub(crate) fn owner_matches_key(a: &crate::record::Record, key: &str) -> bool {
-    if a.reservation.as_deref() == Some(key) {
+pub(crate) fn owner_matches_key(a: crate::record::RecordRef<'_>, key: &str) -> bool {
+    if a.reservation == Some(key) {
         return true;
     }
-    let o = &a.owner;
+    let o = a;
     if o.namespace.is_empty() || o.pod.is_empty() {
         return false;
     }
-    pod_key(&o.namespace, &o.pod) == key || statefulset_key_of(&o.namespace, &o.pod).is_some_and(|k| k == key)
+    pod_key(o.namespace, o.pod) == key || statefulset_key_of(o.namespace, o.pod).is_some_and(|k| k == key)
 }
 
 impl State {
@@ -55,14 +55,14 @@ impl State {
         {
             return Err(conflict(format!("{} is already reserved for {other}", r.address)));
         }
-        if let Some(a) = self.allocations.get(&r.address)
+        if let Some(a) = self.record_at(r.address)
             && !owner_matches_key(a, &r.key)
         {
             return Err(conflict(format!("{} is held by {}", r.address, holder(a))));
         }
         let old = self.reservations.get(&r.key).map(|o| o.address).filter(|o| *o != r.address);
         if let Some(old) = old
-            && let Some(a) = self.allocations.get(&old)
+            && let Some(a) = self.record_at(old)
         {
             return Err(conflict(format!(
                 "the key's current address {old} is held by {}; release it first",
@@ -85,7 +85,7 @@ impl State {
             p.occupy(r.address);
         }
         if let Some(a) = self.allocations.get_mut(&r.address).map(std::sync::Arc::make_mut) {
-            a.reservation = Some(r.key.as_str().into());
+            a.set_reservation(Some(&r.key));
         }
         Ok(Output::Done)
     }
