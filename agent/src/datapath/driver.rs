@@ -138,28 +138,18 @@ impl Datapath {
 
     /// Removes an attachment: deleting the host veth deletes its peer in the pod, and with it
     /// the pod's addresses and routes. Nothing there is fine; a second teardown succeeds.
-    /// The deletion runs over a socket of its own, off the runtime's worker threads
-    /// ([`Netlink::delete_link_detached`]), so that concurrent DELs overlap their waits.
     pub async fn teardown(&self, id: &AttachmentId) -> Result<(), TeardownError> {
-        let host_veth = id.host_veth();
-        match Netlink::delete_link_detached(&self.host_ns, &host_veth).await {
-            Ok(true) => debug!(%host_veth, container_id = %id.container_id, "host veth deleted"),
-            Ok(false) => debug!(%host_veth, "host veth already gone"),
-            Err(error) => {
-                return Err(TeardownError {
-                    failures: vec![TeardownFailure { step: format!("delete host veth {host_veth}"), error }],
-                });
-            }
-        }
-        Ok(())
+        self.teardown_all(std::slice::from_ref(id)).await
     }
 
     /// Removes several attachments, carrying on past failures; the error lists each of them.
+    /// Each deletion runs over a socket of its own, off the runtime's worker threads
+    /// ([`Netlink::delete_link_detached`]), so that concurrent DELs overlap their waits.
     pub async fn teardown_all(&self, ids: &[AttachmentId]) -> Result<(), TeardownError> {
         let mut failures = Vec::new();
         for id in ids {
             let host_veth = id.host_veth();
-            match self.host.delete_link(&host_veth).await {
+            match Netlink::delete_link_detached(&self.host_ns, &host_veth).await {
                 Ok(true) => debug!(%host_veth, container_id = %id.container_id, "host veth deleted"),
                 Ok(false) => debug!(%host_veth, "host veth already gone"),
                 Err(error) => failures.push(TeardownFailure { step: format!("delete host veth {host_veth}"), error }),

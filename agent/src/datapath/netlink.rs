@@ -53,21 +53,25 @@ impl Netlink {
         Ok(Some(Netlink { handle, task: Some(tokio::spawn(conn)) }))
     }
 
-    /// Every link with its bridge VLAN memberships.
-    pub async fn host_view(&self) -> Result<HostView, DatapathError> {
-        let msgs: Vec<LinkMessage> =
-            self.handle.link().get().execute().try_collect().await.map_err(|e| nl_err("list links", "", e))?;
-        let names: HashMap<u32, String> = msgs.iter().filter_map(|m| Some((m.header.index, link_name(m)?))).collect();
-        let mut links: Vec<ObservedLink> = msgs.iter().filter_map(|m| to_observed(m, &names)).collect();
-        let vlan_msgs: Vec<LinkMessage> = self
-            .handle
+    /// Every bridge port's VLAN memberships (the kernel offers them only as a dump).
+    async fn bridge_vlan_dump(&self) -> Result<Vec<LinkMessage>, DatapathError> {
+        self.handle
             .link()
             .get()
             .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl_err("list bridge VLANs", "", e))?;
+            .map_err(|e| nl_err("list bridge VLANs", "", e))
+    }
+
+    /// Every link with its bridge VLAN memberships.
+    pub async fn host_view(&self) -> Result<HostView, DatapathError> {
+        let msgs: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(|e| nl_err("list links", "", e))?;
+        let names: HashMap<u32, String> = msgs.iter().filter_map(|m| Some((m.header.index, link_name(m)?))).collect();
+        let mut links: Vec<ObservedLink> = msgs.iter().filter_map(|m| to_observed(m, &names)).collect();
+        let vlan_msgs = self.bridge_vlan_dump().await?;
         for msg in vlan_msgs {
             let vlans = port_vlans(&msg);
             if let Some(link) = links.iter_mut().find(|l| l.index == msg.header.index) {
@@ -118,15 +122,7 @@ impl Netlink {
         let mut links: Vec<ObservedLink> = msgs.iter().filter_map(|m| to_observed(m, &by_index)).collect();
         if with_vlans && !links.is_empty() {
             // The kernel answers bridge VLANs only as a dump of every port.
-            let vlan_msgs: Vec<LinkMessage> = self
-                .handle
-                .link()
-                .get()
-                .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|e| nl_err("list bridge VLANs", "", e))?;
+            let vlan_msgs = self.bridge_vlan_dump().await?;
             for msg in vlan_msgs {
                 if let Some(link) = links.iter_mut().find(|l| l.index == msg.header.index) {
                     link.vlans = port_vlans(&msg);
@@ -292,12 +288,6 @@ impl Netlink {
     /// each waits on a thread of its own (`block_in_place`), as separate plugin processes do.
     /// On a current-thread runtime (unit tests) this falls back to an ordinary connection.
     pub async fn delete_link_detached(ns: &NetnsRef, name: &str) -> Result<bool, DatapathError> {
-        let delete = async {
-            match Netlink::connect(ns).await? {
-                Some(nl) => nl.delete_link(name).await,
-                None => Ok(false),
-            }
-        };
         let runtime = tokio::runtime::Handle::current();
         match runtime.runtime_flavor() {
             tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -319,7 +309,10 @@ impl Netlink {
                     }))
                 })
             }
-            _ => delete.await,
+            _ => match Netlink::connect(ns).await? {
+                Some(nl) => nl.delete_link(name).await,
+                None => Ok(false),
+            },
         }
     }
 

@@ -103,9 +103,6 @@ fn open_storage_blocking(data_dir: &Path) -> Result<(LogStore, StateMachineStore
     let snapshot_path = data_dir.join(SNAPSHOT_DIR);
     let (snapshots, loaded) = SnapshotStore::open(&snapshot_path)
         .map_err(|source| OpenStorageError::Snapshot { path: snapshot_path.clone(), source })?;
-    if let Some((meta, _)) = &loaded {
-        tracing::info!(snapshot = %meta, "loaded snapshot");
-    }
 
     let log_store = LogStore::new(db).map_err(|source| OpenStorageError::LogStore { source })?;
     Ok((log_store, StateMachineStore::new(snapshots, loaded)))
