@@ -48,6 +48,12 @@ pub struct Flags {
     /// Build a snapshot (and compact the log) after this many entries.
     #[arg(long, env = "HC_ALLOCATOR_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// ... but only once the entries since the last snapshot reach this percentage of the
+    /// allocations held (default 25; 0 = every `snapshot_every` entries whatever the state's
+    /// size). A snapshot writes the whole state, so a fixed interval costs each entry more as
+    /// the state grows; a proportional one keeps that cost per entry constant.
+    #[arg(long, env = "HC_ALLOCATOR_SNAPSHOT_LOG_PERCENT")]
+    pub snapshot_log_percent: Option<u64>,
     /// How often the leader looks for expired leases.
     #[arg(long, env = "HC_ALLOCATOR_LEASE_CHECK_MS")]
     pub lease_check_ms: Option<u64>,
@@ -65,6 +71,7 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     snapshot_every: Option<u64>,
+    snapshot_log_percent: Option<u64>,
     lease_check_ms: Option<u64>,
 }
 
@@ -87,6 +94,7 @@ pub struct Config {
     pub heartbeat: Duration,
     pub election_timeout: Duration,
     pub snapshot_every: u64,
+    pub snapshot_log_percent: u64,
     pub lease_check: Duration,
 }
 
@@ -123,6 +131,7 @@ impl Config {
         let election_timeout =
             Duration::from_millis(flags.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(150));
         let snapshot_every = flags.snapshot_every.or(file.snapshot_every).unwrap_or(20_000);
+        let snapshot_log_percent = flags.snapshot_log_percent.or(file.snapshot_log_percent).unwrap_or(25);
         let lease_check = Duration::from_millis(flags.lease_check_ms.or(file.lease_check_ms).unwrap_or(100));
 
         let initial_cluster = match flags.initial_cluster.or(file.initial_cluster) {
@@ -147,6 +156,7 @@ impl Config {
             heartbeat,
             election_timeout,
             snapshot_every,
+            snapshot_log_percent,
             lease_check,
         };
         config.validate()?;
@@ -174,6 +184,12 @@ impl Config {
         }
         if self.snapshot_every < 100 {
             return Err(invalid("snapshot_every", "must be at least 100 entries"));
+        }
+        if self.snapshot_log_percent > 1_000 {
+            return Err(invalid(
+                "snapshot_log_percent",
+                "must be at most 1000 (a log ten times the state replays for long on restart)",
+            ));
         }
         if self.lease_check.is_zero() {
             return Err(invalid("lease_check_ms", "must be positive"));
@@ -253,6 +269,17 @@ mod tests {
         let e = Config::load(flags(&["--dev", "--heartbeat-ms", "300", "--election-timeout-ms", "500"]))
             .expect_err("rejected");
         assert!(e.to_string().contains("election_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_share_defaults_to_a_quarter_and_is_bounded() {
+        assert_eq!(Config::load(flags(&["--dev"])).expect("valid").snapshot_log_percent, 25);
+        assert_eq!(
+            Config::load(flags(&["--dev", "--snapshot-log-percent", "0"])).expect("valid").snapshot_log_percent,
+            0
+        );
+        let e = Config::load(flags(&["--dev", "--snapshot-log-percent", "5000"])).expect_err("rejected");
+        assert!(e.to_string().contains("snapshot_log_percent"), "{e}");
     }
 
     #[test]

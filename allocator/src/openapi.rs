@@ -44,6 +44,13 @@ const OPERATIONS: &[(&str, &str, &str, Option<&str>, u16)] = &[
     ),
     ("/v1/cluster", "get", "Members, leader, term, commit and applied index", None, 200),
     (
+        "/v1/cluster/snapshot",
+        "post",
+        "Build a snapshot of this replica's state now and compact its log; answers its status after",
+        None,
+        200,
+    ),
+    (
         "/v1/cluster/learners",
         "post",
         "Add a replica as a learner ({id, grpc_addr, rest_addr}) and wait for it to catch up",

@@ -2,6 +2,7 @@
 //! the leader when this replica is not it), read the applied state, report cluster status.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,8 @@ use crate::raft::{NodeInfo, Raft};
 
 /// How long a forwarded call to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a requested snapshot may take (a million allocations take about a second).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 /// How long a write waits for a leader to be elected before answering `NotLeader`.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
@@ -30,6 +33,8 @@ pub struct Replica {
     /// gRPC channels to other replicas (by gRPC address), for forwarding to the leader.
     /// Guards only the map; channels are cheap to clone and used outside the lock.
     peers: std::sync::Mutex<HashMap<String, Channel>>,
+    /// The state machine's "build the next snapshot at once" flag (see [`Self::snapshot_now`]).
+    snapshot_now: Arc<AtomicBool>,
 }
 
 pub use hc_api::types::ClusterStatus;
@@ -39,8 +44,25 @@ pub fn now_ms() -> u64 {
 }
 
 impl Replica {
-    pub fn new(id: u64, raft: Raft, state: Arc<RwLock<State>>) -> Self {
-        Replica { id, raft, state, peers: Default::default() }
+    /// `snapshot_now` is the state machine store's flag
+    /// ([`crate::raft::StateMachineStore::snapshot_now_flag`]).
+    pub fn new(id: u64, raft: Raft, state: Arc<RwLock<State>>, snapshot_now: Arc<AtomicBool>) -> Self {
+        Replica { id, raft, state, peers: Default::default(), snapshot_now }
+    }
+
+    /// Builds a snapshot of this replica's state now (and compacts its log), however short the
+    /// log since the last one, and waits until it covers everything applied when asked.
+    pub async fn snapshot_now(&self) -> Result<ClusterStatus, IpamError> {
+        let unavailable = |e: &dyn std::fmt::Display| IpamError::Unavailable { reason: e.to_string() };
+        let applied = self.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index);
+        self.snapshot_now.store(true, Ordering::SeqCst);
+        self.raft.trigger().snapshot().await.map_err(|e| unavailable(&e))?;
+        self.raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "a snapshot of the applied state")
+            .await
+            .map_err(|e| unavailable(&format!("no snapshot within {SNAPSHOT_WAIT:?}: {e}")))?;
+        Ok(self.status())
     }
 
     /// Runs `f` over the applied state.

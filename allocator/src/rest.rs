@@ -75,6 +75,7 @@ pub fn router(replica: Arc<Replica>, metrics: PrometheusHandle) -> Router {
         .route("/v1/leases", get(list_leases))
         .route("/v1/nodes/{node}/gone", post(node_gone))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/snapshot", post(snapshot_now))
         .route("/v1/cluster/learners", post(add_learner))
         .route("/v1/cluster/voters", post(promote_voter))
         .route("/v1/cluster/members/{id}", delete(remove_member))
@@ -272,6 +273,11 @@ async fn node_gone(State(st): State<AppState>, Path(node): Path<String>) -> ApiR
 
 async fn cluster(State(st): State<AppState>) -> Json<ClusterStatus> {
     Json(st.replica.status())
+}
+
+/// Builds a snapshot on this replica now (compacting its log) and answers its status after.
+async fn snapshot_now(State(st): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
+    st.replica.snapshot_now().await.map(Json).map_err(ApiError)
 }
 
 fn raft_err(e: impl std::fmt::Display, replica: &Replica) -> ApiError {

@@ -21,9 +21,11 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let metrics = crate::metrics::install();
 
-    let (log_store, sm_store) = raft::open_storage(&config.data_dir)
+    let (log_store, mut sm_store) = raft::open_storage(&config.data_dir)
         .await
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+    sm_store.set_snapshot_log_percent(config.snapshot_log_percent);
+    let snapshot_now = sm_store.snapshot_now_flag();
     let state = sm_store.state();
     let raft_config = raft::raft_config(
         config.heartbeat.as_millis() as u64,
@@ -36,7 +38,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             .await
             .context("starting raft")?;
 
-    let replica = Arc::new(Replica::new(config.id, raft.clone(), state));
+    let replica = Arc::new(Replica::new(config.id, raft.clone(), state, snapshot_now));
     let leases = Arc::new(LeaseKeeper::default());
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)

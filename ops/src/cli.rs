@@ -439,6 +439,9 @@ pub enum ClusterCmd {
     Promote { id: u64 },
     /// Remove a replica (a voter is demoted first).
     Remove { id: u64 },
+    /// Build a snapshot on the answering replica now and compact its log (e.g. before
+    /// maintenance, so a restart replays no log tail); returns once it covers the applied state.
+    Snapshot,
 }
 
 #[cfg(test)]

@@ -305,6 +305,11 @@ impl Client {
         self.json(Call::new(Method::DELETE, &["v1", "cluster", "members", &id.to_string()]).membership()).await
     }
 
+    /// Builds a snapshot on the replica that answers (each replica keeps its own).
+    pub async fn snapshot_now(&self) -> Result<ClusterStatus, ClientError> {
+        self.json(Call::new(Method::POST, &["v1", "cluster", "snapshot"])).await
+    }
+
     // ---- transport ----
 
     async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T, ClientError> {

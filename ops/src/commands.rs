@@ -95,6 +95,7 @@ pub async fn run(client: &Client, format: Format, command: Command) -> Result<St
                 }
                 ClusterCmd::Promote { id } => client.promote_voter(id).await?,
                 ClusterCmd::Remove { id } => client.remove_member(id).await?,
+                ClusterCmd::Snapshot => client.snapshot_now().await?,
             };
             show(format, &status, output::cluster)
         }

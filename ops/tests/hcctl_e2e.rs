@@ -100,6 +100,11 @@ async fn hcctl_manages_pools_reservations_allocations_and_membership_through_any
     ok(f, &["pool", "delete", "web"]);
     assert_eq!(json(f, &["pool", "list"]).as_array().unwrap().len(), 0);
 
+    // A snapshot on demand, on the replica that answers (long before the policy's 20,000 entries).
+    let before = json(f, &["cluster", "status"]);
+    let s = json(f, &["cluster", "snapshot"]);
+    assert!(s["snapshot_index"].as_u64() >= before["applied_index"].as_u64(), "{s} after {before}");
+
     // Membership: a fourth replica joins as a learner, becomes a voter, and is removed.
     let i = cluster.add_unstarted();
     cluster.wait_healthy(i, Duration::from_secs(20)).await;

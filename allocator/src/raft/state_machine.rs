@@ -5,6 +5,7 @@
 //! commits), so a restart replays only the log tail after the snapshot.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::TryStreamExt;
@@ -24,6 +25,12 @@ pub struct StateMachineStore {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
+    /// Log index of the latest snapshot built, installed or loaded (0: none).
+    snapshot_index: u64,
+    /// See [`Self::set_snapshot_log_percent`].
+    snapshot_log_percent: u64,
+    /// Set by an operator's request for a snapshot now: the next one is not deferred.
+    snapshot_now: Arc<AtomicBool>,
 }
 
 impl StateMachineStore {
@@ -33,7 +40,49 @@ impl StateMachineStore {
             Some((meta, state)) => (meta.last_log_id, meta.last_membership, state),
             None => (None, StoredMembership::default(), State::default()),
         };
-        Self { state: Arc::new(RwLock::new(state)), last_applied, last_membership, snapshots: Arc::new(snapshots) }
+        Self {
+            state: Arc::new(RwLock::new(state)),
+            snapshot_index: last_applied.map_or(0, |l| l.index),
+            last_applied,
+            last_membership,
+            snapshots: Arc::new(snapshots),
+            snapshot_log_percent: 0,
+            snapshot_now: Arc::default(),
+        }
+    }
+
+    /// The flag that makes the next snapshot openraft asks for (e.g. through
+    /// `raft.trigger().snapshot()`) be built at once, however short the log since the last one.
+    pub fn snapshot_now_flag(&self) -> Arc<AtomicBool> {
+        self.snapshot_now.clone()
+    }
+
+    /// Defers the snapshots openraft's policy asks for (every `snapshot_every` entries) until the
+    /// entries applied since the last snapshot reach `percent` % of the allocations held. A
+    /// snapshot serializes the whole state, so with a fixed interval its cost per entry grows
+    /// with the state (at a million allocations, 0.6 s of CPU on every replica every 20,000
+    /// entries); with a proportional one it stays constant, and a restart replays at most that
+    /// share of the state's size in log entries. 0 defers nothing.
+    pub fn set_snapshot_log_percent(&mut self, percent: u64) {
+        self.snapshot_log_percent = percent;
+    }
+
+    /// Whether a snapshot asked for now should wait (see [`Self::set_snapshot_log_percent`]).
+    fn defer_snapshot(&self) -> bool {
+        if self.snapshot_log_percent == 0 {
+            return false;
+        }
+        let since = self.last_applied.map_or(0, |l| l.index).saturating_sub(self.snapshot_index);
+        let Ok(state) = self.state.read() else {
+            return false; // poisoned: `builder` reports it
+        };
+        let wanted = state.allocation_count().saturating_mul(self.snapshot_log_percent) / 100;
+        drop(state);
+        if since < wanted {
+            tracing::debug!(since, wanted, "snapshot deferred: the log since the last one is short next to the state");
+            return true;
+        }
+        false
     }
 
     /// The applied state, shared with the servers that answer reads. Take the read lock briefly:
@@ -101,11 +150,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        let asked = self.snapshot_now.swap(false, Ordering::SeqCst);
+        if !force && !asked && self.defer_snapshot() {
+            return None;
+        }
+        self.snapshot_index = self.last_applied.map_or(0, |l| l.index);
         Some(self.builder())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_index = self.last_applied.map_or(0, |l| l.index);
         self.builder()
     }
 
@@ -121,6 +176,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.state.clear_poison();
 
         self.last_applied = meta.last_log_id;
+        self.snapshot_index = meta.last_log_id.map_or(0, |l| l.index);
         self.last_membership = meta.last_membership.clone();
         tracing::info!(snapshot = %meta, "installed snapshot");
         Ok(())

@@ -493,22 +493,25 @@ async fn run_family(
     let mut d = drive(&probe_clients, pool, "pfull", sc.probe_allocations).await;
     let at_full = probe_of(&mut d, full, sc.probe_clients);
     ledger.record(d);
-    // Keep allocating until the leader has built a snapshot that started after the fill.
-    let mut top_up = 0;
-    let (snapshot_bytes, snapshot_build_secs) = loop {
-        let now = scrape(&http, &leader_rest).await?;
-        let (sum, count) = (metric(&now, BUILD_SUM).unwrap_or(0.0), metric(&now, BUILD_COUNT).unwrap_or(0.0));
-        // The first new build may have started during the fill; wait for a second one unless
-        // the top-up is done.
-        if count >= count0 + 2.0 || (count > count0 && top_up > 2) {
-            break (metric(&now, SNAPSHOT_BYTES), Some((sum - sum0) / (count - count0)));
-        }
-        if top_up > 2 * (sc.snapshot_every / 1_000 + 2) {
-            break (metric(&now, SNAPSHOT_BYTES), None);
-        }
-        ledger.record(drive(&fill_clients, pool, &format!("top{top_up}"), 1_000).await);
-        top_up += 1;
-    };
+    // A snapshot of the full state, built on the leader now: the replicas' own policy defers
+    // snapshots until the log since the last one is a share of the state, so one may not come
+    // for a long while. The followers keep theirs, so the cold restart below replays whatever
+    // log tail each has, as after any restart.
+    let url = format!("http://{leader_rest}/v1/cluster/snapshot");
+    let asked = http
+        .post(&url)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .map_err(|e| BenchError::Http(format!("POST {url}: {e}")))?;
+    if !asked.status().is_success() {
+        let status = asked.status();
+        return Err(BenchError::Http(format!("POST {url}: {status}: {}", asked.text().await.unwrap_or_default())));
+    }
+    let now = scrape(&http, &leader_rest).await?;
+    let (sum, count) = (metric(&now, BUILD_SUM).unwrap_or(0.0), metric(&now, BUILD_COUNT).unwrap_or(0.0));
+    let snapshot_bytes = metric(&now, SNAPSHOT_BYTES);
+    let snapshot_build_secs = (count > count0).then(|| (sum - sum0) / (count - count0));
     sleep(Duration::from_secs(1)).await;
     let after = memory(sup, &cluster, &order);
     let allocations = ledger.by_address.len() as u64;

@@ -139,3 +139,50 @@ async fn snapshot_not_matching_its_meta_is_rejected() -> anyhow::Result<()> {
 fn read_state(sm: &crate::raft::StateMachineStore) -> hc_allocator_state::State {
     sm.state().read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
+
+/// Snapshots wait until the log since the last one is `percent` % of the allocations held; a
+/// forced one (openraft's storage suite, a manual trigger) does not wait.
+#[tokio::test]
+async fn snapshots_are_deferred_until_the_log_is_a_share_of_the_state() -> anyhow::Result<()> {
+    use hc_allocator_state::{Command, Request};
+    use hc_api::types::{AllocateRequest, Owner, PoolSpec};
+
+    let dir = tempfile::tempdir()?;
+    let (_log, mut sm) = open_storage(dir.path()).await?;
+    sm.set_snapshot_log_percent(50);
+    let pool: PoolSpec = serde_json::from_value(serde_json::json!({"name": "p", "cidr": "10.0.0.0/16"}))?;
+    let entry = |index: u64, command: Command| {
+        openraft::entry::RaftEntry::new_normal(log_id(1, index), Request { time_ms: 1_000, command })
+    };
+    let allocate = |index: u64| {
+        let owner = Owner { container_id: format!("c{index}"), node: "n".into(), ..Default::default() };
+        let request = AllocateRequest { owner, pool: Some("p".into()), ..Default::default() };
+        entry(index, Command::Allocate { fence: None, request })
+    };
+    let mut entries = vec![membership(1, 1, &[1]), entry(2, Command::CreatePool(pool))];
+    entries.extend((3..=102).map(allocate));
+    apply(&mut sm, entries).await?;
+    assert_eq!(read_state(&sm).allocation_count(), 100);
+
+    // 102 entries since no snapshot, 100 allocations: 102 >= 50, so one is built now.
+    let first = sm.try_create_snapshot_builder(false).await;
+    assert!(first.is_some(), "the first snapshot is due");
+    // Then 49 more allocations: 49 entries since, 149 allocations (wants 74): deferred.
+    apply(&mut sm, (103..=151).map(allocate).collect()).await?;
+    assert!(sm.try_create_snapshot_builder(false).await.is_none(), "deferred while the log is short");
+    // A forced one is never deferred.
+    assert!(sm.try_create_snapshot_builder(true).await.is_some(), "forced");
+    // 80 more: 80 entries since the forced one, 229 allocations (wants 114): still deferred;
+    // 40 more: 120 since, 269 allocations (wants 134): deferred; 20 more: 140 since, 289
+    // allocations (wants 144): deferred; 10 more: 150 since, wants 149: due.
+    let mut next = 152;
+    for (more, due) in [(80, false), (40, false), (20, false), (10, true)] {
+        apply(&mut sm, (next..next + more).map(allocate).collect()).await?;
+        next += more;
+        assert_eq!(sm.try_create_snapshot_builder(false).await.is_some(), due, "at index {}", next - 1);
+    }
+    // With the share at 0, every policy-driven request is built.
+    sm.set_snapshot_log_percent(0);
+    assert!(sm.try_create_snapshot_builder(false).await.is_some());
+    Ok(())
+}
