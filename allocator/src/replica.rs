@@ -21,6 +21,8 @@ use crate::raft::{NodeInfo, Raft};
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a requested snapshot may take (a million allocations take about a second).
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+/// How long a snapshot request waits before triggering again (see [`Replica::snapshot_now`]).
+const SNAPSHOT_RETRIGGER: Duration = Duration::from_millis(200);
 /// How long a write waits for a leader to be elected before answering `NotLeader`.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
@@ -53,16 +55,30 @@ impl Replica {
     /// Builds a snapshot of this replica's state now (and compacts its log), however short the
     /// log since the last one, and waits until it covers everything applied when asked.
     pub async fn snapshot_now(&self) -> Result<ClusterStatus, IpamError> {
-        let unavailable = |e: &dyn std::fmt::Display| IpamError::Unavailable { reason: e.to_string() };
         let applied = self.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index);
-        self.snapshot_now.store(true, Ordering::SeqCst);
-        self.raft.trigger().snapshot().await.map_err(|e| unavailable(&e))?;
-        self.raft
-            .wait(Some(SNAPSHOT_WAIT))
-            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "a snapshot of the applied state")
-            .await
-            .map_err(|e| unavailable(&format!("no snapshot within {SNAPSHOT_WAIT:?}: {e}")))?;
-        Ok(self.status())
+        let deadline = Instant::now() + SNAPSHOT_WAIT;
+        // openraft ignores a trigger while a build is under way (one of the policy's, or an
+        // earlier request's, perhaps of an older state): trigger again until one covers `applied`.
+        loop {
+            self.snapshot_now.store(true, Ordering::SeqCst);
+            self.raft.trigger().snapshot().await.map_err(|e| IpamError::Unavailable { reason: e.to_string() })?;
+            let waited = self
+                .raft
+                .wait(Some(SNAPSHOT_RETRIGGER.min(deadline.saturating_duration_since(Instant::now()))))
+                .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "a snapshot of the applied state")
+                .await;
+            if waited.is_ok() {
+                // A build of the policy's may have met the wait: the flag must not force the next.
+                self.snapshot_now.store(false, Ordering::SeqCst);
+                return Ok(self.status());
+            }
+            if Instant::now() >= deadline {
+                self.snapshot_now.store(false, Ordering::SeqCst);
+                return Err(IpamError::Unavailable {
+                    reason: format!("no snapshot of index {applied} within {SNAPSHOT_WAIT:?}"),
+                });
+            }
+        }
     }
 
     /// Runs `f` over the applied state.

@@ -25,7 +25,8 @@ pub struct StateMachineStore {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
-    /// Log index of the latest snapshot built, installed or loaded (0: none).
+    /// Log index of the latest snapshot started, installed or loaded (0: none). A build that
+    /// then fails still counts: openraft's own policy also counts from the last attempt.
     snapshot_index: u64,
     /// See [`Self::set_snapshot_log_percent`].
     snapshot_log_percent: u64,
@@ -72,7 +73,7 @@ impl StateMachineStore {
         if self.snapshot_log_percent == 0 {
             return false;
         }
-        let since = self.last_applied.map_or(0, |l| l.index).saturating_sub(self.snapshot_index);
+        let since = self.applied_index().saturating_sub(self.snapshot_index);
         let Ok(state) = self.state.read() else {
             return false; // poisoned: `builder` reports it
         };
@@ -96,7 +97,13 @@ impl StateMachineStore {
         self.snapshots.clone()
     }
 
-    fn builder(&self) -> SnapshotBuilder {
+    fn applied_index(&self) -> u64 {
+        self.last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Starts a snapshot of the state as applied now.
+    fn builder(&mut self) -> SnapshotBuilder {
+        self.snapshot_index = self.applied_index();
         // Copy the state now, on the state machine worker, so the snapshot is exactly the state
         // at `last_applied`; serializing and writing it then runs beside further applies. The
         // copy shares the allocation records and leaves out the indexes: a deep copy would
@@ -155,12 +162,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if !force && !asked && self.defer_snapshot() {
             return None;
         }
-        self.snapshot_index = self.last_applied.map_or(0, |l| l.index);
         Some(self.builder())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.snapshot_index = self.last_applied.map_or(0, |l| l.index);
         self.builder()
     }
 
@@ -176,7 +181,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.state.clear_poison();
 
         self.last_applied = meta.last_log_id;
-        self.snapshot_index = meta.last_log_id.map_or(0, |l| l.index);
+        self.snapshot_index = self.applied_index();
         self.last_membership = meta.last_membership.clone();
         tracing::info!(snapshot = %meta, "installed snapshot");
         Ok(())
