@@ -5,9 +5,12 @@
 //!
 //! A state with a million allocations holds a million copies of a handful of interface,
 //! namespace and node names: a record keeps a 4-byte id for each instead of a pointer and a
-//! length. Records are turned back into [`Allocation`]s (through [`RecordRef`], the record with
-//! its names resolved) for replies and reads, so replies are unchanged.
+//! length. A container id in lowercase hex (what every CRI runtime passes: 64 digits) is kept as
+//! its bytes, half the size. Records are turned back into [`Allocation`]s (through
+//! [`RecordRef`], the record with its names resolved) for replies and reads, so replies are
+//! unchanged.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,26 +20,66 @@ use hc_api::types::{Allocation, AllocationState, Owner};
 /// Index of a name in [`Names`].
 pub(crate) type NameId = u32;
 
-/// One allocation, 56 bytes plus its own strings (one heap block).
+/// Longest pod name a record holds; the commands refuse longer ones, and the container id and
+/// the reservation key are bounded by `MAX_KEY_LEN`, far below what the shape can count.
+pub(crate) use crate::validate::MAX_POD_LEN;
+
+/// `Record::shape`: the stored container id's length (bits 0–12), the pod's (bits 13–25), and
+/// flags. 48 bytes in all, so the record and its `Arc` counts fit a 64-byte heap block.
+const LEN_BITS: u32 = 13;
+const LEN_MASK: u32 = (1 << LEN_BITS) - 1;
+const HAS_RESERVATION: u32 = 1 << 26;
+const CONTAINER_HEX: u32 = 1 << 27;
+const QUARANTINED: u32 = 1 << 28;
+
+/// One allocation, 48 bytes plus its own strings (one heap block).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
-    /// Container id, then pod, then the reservation key if there is one.
-    text: Box<str>,
-    container_len: u32,
-    pod_len: u32,
+    /// The container id (its bytes if it is lowercase hex of even length, else its UTF-8), then
+    /// the pod, then the reservation key if there is one.
+    text: Box<[u8]>,
     pub(crate) interface: NameId,
     pub(crate) namespace: NameId,
     pub(crate) node: NameId,
-    has_reservation: bool,
-    pub(crate) state: AllocationState,
+    shape: u32,
     pub(crate) log_index: u64,
     pub(crate) allocated_at_ms: u64,
 }
 
-/// Why a record's strings cannot be stored (a string over 4 GiB: never from a validated
-/// request, only from a corrupt snapshot).
+/// Why a record's strings cannot be stored (a container id or pod longer than the request
+/// validation allows: never from a validated request, only from a corrupt snapshot).
 #[derive(Debug)]
 pub(crate) struct TooLong;
+
+/// `id` as bytes if it is lowercase hex of even length (so that it round-trips exactly).
+fn hex_bytes(id: &str) -> Option<Vec<u8>> {
+    let digits = id.as_bytes();
+    if digits.is_empty() || digits.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
+    digits.chunks_exact(2).map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?)).collect()
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// `text` as a string: every string part of a record came from a `&str`, so this never falls
+/// back to "" for a record this module made.
+fn utf8(text: &[u8]) -> &str {
+    std::str::from_utf8(text).unwrap_or("")
+}
 
 impl Record {
     /// A record of the given parts; the names are ids the caller holds in [`Names`].
@@ -50,53 +93,95 @@ impl Record {
         log_index: u64,
         allocated_at_ms: u64,
     ) -> Result<Record, TooLong> {
-        let container_len = u32::try_from(container_id.len()).map_err(|_| TooLong)?;
-        let pod_len = u32::try_from(pod.len()).map_err(|_| TooLong)?;
-        let mut text = String::with_capacity(container_id.len() + pod.len() + reservation.map_or(0, str::len));
-        text.push_str(container_id);
-        text.push_str(pod);
-        text.push_str(reservation.unwrap_or(""));
-        u32::try_from(text.len()).map_err(|_| TooLong)?;
-        Ok(Record {
-            text: text.into_boxed_str(),
-            container_len,
-            pod_len,
-            interface,
-            namespace,
-            node,
-            has_reservation: reservation.is_some(),
-            state,
-            log_index,
-            allocated_at_ms,
-        })
+        let packed = hex_bytes(container_id);
+        let container: &[u8] = packed.as_deref().unwrap_or(container_id.as_bytes());
+        let len = |n: usize| u32::try_from(n).ok().filter(|&n| n <= LEN_MASK).ok_or(TooLong);
+        let (container_len, pod_len) = (len(container.len())?, len(pod.len())?);
+        if pod.len() > MAX_POD_LEN {
+            return Err(TooLong);
+        }
+        let mut text = Vec::with_capacity(container.len() + pod.len() + reservation.map_or(0, str::len));
+        text.extend_from_slice(container);
+        text.extend_from_slice(pod.as_bytes());
+        text.extend_from_slice(reservation.unwrap_or("").as_bytes());
+        let mut shape = container_len | pod_len << LEN_BITS;
+        if reservation.is_some() {
+            shape |= HAS_RESERVATION;
+        }
+        if packed.is_some() {
+            shape |= CONTAINER_HEX;
+        }
+        let mut record =
+            Record { text: text.into_boxed_slice(), interface, namespace, node, shape, log_index, allocated_at_ms };
+        record.set_state(state);
+        Ok(record)
     }
 
-    pub(crate) fn container_id(&self) -> &str {
-        &self.text[..self.container_len as usize]
+    fn container_len(&self) -> usize {
+        (self.shape & LEN_MASK) as usize
+    }
+
+    fn pod_len(&self) -> usize {
+        (self.shape >> LEN_BITS & LEN_MASK) as usize
+    }
+
+    fn container_bytes(&self) -> &[u8] {
+        &self.text[..self.container_len()]
+    }
+
+    pub(crate) fn container_id(&self) -> Cow<'_, str> {
+        if self.shape & CONTAINER_HEX != 0 {
+            Cow::Owned(hex_string(self.container_bytes()))
+        } else {
+            Cow::Borrowed(utf8(self.container_bytes()))
+        }
+    }
+
+    /// Whether the container id is `id`, without spelling it out.
+    pub(crate) fn container_is(&self, id: &str) -> bool {
+        if self.shape & CONTAINER_HEX != 0 {
+            hex_bytes(id).is_some_and(|b| b == self.container_bytes())
+        } else {
+            self.container_bytes() == id.as_bytes()
+        }
     }
 
     pub(crate) fn pod(&self) -> &str {
-        let start = self.container_len as usize;
-        &self.text[start..start + self.pod_len as usize]
+        let start = self.container_len();
+        utf8(&self.text[start..start + self.pod_len()])
     }
 
     pub(crate) fn reservation(&self) -> Option<&str> {
-        self.has_reservation.then(|| &self.text[(self.container_len + self.pod_len) as usize..])
+        (self.shape & HAS_RESERVATION != 0).then(|| utf8(&self.text[self.container_len() + self.pod_len()..]))
+    }
+
+    pub(crate) fn state(&self) -> AllocationState {
+        if self.shape & QUARANTINED != 0 { AllocationState::Quarantined } else { AllocationState::Active }
+    }
+
+    pub(crate) fn set_state(&mut self, state: AllocationState) {
+        match state {
+            AllocationState::Active => self.shape &= !QUARANTINED,
+            AllocationState::Quarantined => self.shape |= QUARANTINED,
+        }
     }
 
     /// Pins the record to reservation `key` (or to none).
     pub(crate) fn set_reservation(&mut self, key: Option<&str>) {
-        let mut text = String::with_capacity(self.container_len as usize + self.pod_len as usize);
-        text.push_str(self.container_id());
-        text.push_str(self.pod());
-        text.push_str(key.unwrap_or(""));
-        self.text = text.into_boxed_str();
-        self.has_reservation = key.is_some();
+        let kept = self.container_len() + self.pod_len();
+        let mut text = Vec::with_capacity(kept + key.map_or(0, str::len));
+        text.extend_from_slice(&self.text[..kept]);
+        text.extend_from_slice(key.unwrap_or("").as_bytes());
+        self.text = text.into_boxed_slice();
+        match key {
+            Some(_) => self.shape |= HAS_RESERVATION,
+            None => self.shape &= !HAS_RESERVATION,
+        }
     }
 
     /// Whether this record belongs to the attachment `(container_id, interface)`.
     pub(crate) fn is_attachment(&self, names: &Names, container_id: &str, interface: &str) -> bool {
-        self.container_id() == container_id && names.get(self.interface) == interface
+        self.container_is(container_id) && names.get(self.interface) == interface
     }
 
     /// The record with its names resolved in `names`.
@@ -110,15 +195,15 @@ impl Record {
             reservation: self.reservation(),
             log_index: self.log_index,
             allocated_at_ms: self.allocated_at_ms,
-            state: self.state,
+            state: self.state(),
         }
     }
 }
 
 /// A [`Record`] with its names resolved: what replies, error messages and comparisons read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RecordRef<'a> {
-    pub(crate) container_id: &'a str,
+    pub(crate) container_id: Cow<'a, str>,
     pub(crate) interface: &'a str,
     pub(crate) namespace: &'a str,
     pub(crate) pod: &'a str,
@@ -136,7 +221,7 @@ impl RecordRef<'_> {
             address,
             pool: pool.to_owned(),
             owner: Owner {
-                container_id: self.container_id.to_owned(),
+                container_id: self.container_id.into_owned(),
                 interface: self.interface.to_owned(),
                 namespace: self.namespace.to_owned(),
                 pod: self.pod.to_owned(),
@@ -321,10 +406,59 @@ mod tests {
         }
         let mut r = record(&mut names, &allocation(None));
         r.set_reservation(Some("k"));
-        assert_eq!((r.container_id(), r.pod(), r.reservation()), ("c1", "pod-1", Some("k")));
+        assert_eq!((&*r.container_id(), r.pod(), r.reservation()), ("c1", "pod-1", Some("k")));
         r.set_reservation(None);
-        assert_eq!((r.container_id(), r.pod(), r.reservation()), ("c1", "pod-1", None));
-        assert!(std::mem::size_of::<Record>() <= 56, "{}", std::mem::size_of::<Record>());
+        assert_eq!((&*r.container_id(), r.pod(), r.reservation()), ("c1", "pod-1", None));
+        // With its Arc counts (16 bytes) a record fills one 64-byte heap block.
+        assert!(std::mem::size_of::<Record>() <= 48, "{}", std::mem::size_of::<Record>());
+    }
+
+    #[test]
+    fn container_ids_round_trip_whether_or_not_they_are_kept_as_bytes() {
+        let mut names = Names::default();
+        let sandbox = "3f1c9a0be4d2c7186a5b0e9f7d3c2a1b4e5f6a7b8c9d0e1f2a3b4c5d6e7f8091";
+        for (id, packed) in [
+            (sandbox, true),
+            ("00", true),
+            ("0A", false),
+            ("abc", false),
+            ("c1", true),
+            ("c-1", false),
+            ("deadbeefg0", false),
+            ("ünïcode-id", false),
+        ] {
+            let mut a = allocation(Some("key"));
+            a.owner.container_id = id.to_owned();
+            let r = record(&mut names, &a);
+            assert_eq!(r.shape & CONTAINER_HEX != 0, packed, "{id}");
+            assert_eq!(r.container_id(), id);
+            assert!(r.container_is(id));
+            assert!(!r.container_is(&id.to_uppercase()) || id == id.to_uppercase());
+            assert!(!r.container_is("ff"));
+            assert_eq!((r.pod(), r.reservation()), ("pod-1", Some("key")));
+            assert_eq!(r.resolve(&names).to_allocation(a.address, "p"), a);
+        }
+        let mut a = allocation(None);
+        a.owner.container_id = sandbox.to_owned();
+        assert_eq!(record(&mut names, &a).text.len(), 32 + "pod-1".len(), "64 hex digits are kept as 32 bytes");
+    }
+
+    #[test]
+    fn state_and_lengths_live_beside_each_other_in_the_shape() {
+        let mut names = Names::default();
+        let mut a = allocation(Some("r"));
+        a.owner.pod = "p".repeat(MAX_POD_LEN);
+        a.owner.container_id = "c".repeat(512);
+        let mut r = record(&mut names, &a);
+        assert_eq!(r.state(), AllocationState::Quarantined);
+        r.set_state(AllocationState::Active);
+        assert_eq!((r.state(), r.pod().len(), r.container_id().len()), (AllocationState::Active, MAX_POD_LEN, 512));
+        r.set_state(AllocationState::Quarantined);
+        assert_eq!(r.reservation(), Some("r"));
+        assert_eq!(r.state(), AllocationState::Quarantined);
+        a.owner.pod.push('p');
+        let ids = names.acquire_owner(&a.owner);
+        assert!(Record::new("c", &a.owner.pod, None, ids, AllocationState::Active, 1, 1).is_err());
     }
 
     #[test]

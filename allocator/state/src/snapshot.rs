@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::pool::{Pool, to_u128};
 use crate::record::{NameId, Names, Record};
-use crate::state::{State, attachment_hash};
+use crate::state::{AttachmentHash, State, attachment_hash};
 
 /// Bumped when the snapshot's shape changes. Version 1 is still read.
 const SNAPSHOT_VERSION: u32 = 2;
@@ -135,7 +135,7 @@ fn encode_record(buf: &mut Vec<u8>, address: IpAddr, r: &Record) {
     for id in [r.interface, r.namespace, r.node] {
         put_varint(buf, u64::from(id));
     }
-    put_str(buf, r.container_id());
+    put_str(buf, &r.container_id());
     put_str(buf, r.pod());
     match r.reservation() {
         None => buf.push(0),
@@ -146,7 +146,7 @@ fn encode_record(buf: &mut Vec<u8>, address: IpAddr, r: &Record) {
     }
     put_varint(buf, r.log_index);
     put_varint(buf, r.allocated_at_ms);
-    buf.push(match r.state {
+    buf.push(match r.state() {
         AllocationState::Active => 0,
         AllocationState::Quarantined => 1,
     });
@@ -555,10 +555,10 @@ impl State {
         }
 
         // One address per attachment: sort by (hash, address); equal hashes are compared.
-        let mut by_attachment: Vec<(u64, IpAddr, usize)> = records
+        let mut by_attachment: Vec<(AttachmentHash, IpAddr, usize)> = records
             .iter()
             .enumerate()
-            .map(|(i, (a, r))| (attachment_hash(r.container_id(), names.get(r.interface)), *a, i))
+            .map(|(i, (a, r))| (attachment_hash(&r.container_id(), names.get(r.interface)), *a, i))
             .collect();
         by_attachment.sort_unstable();
         for (k, x) in by_attachment.iter().enumerate() {
@@ -752,7 +752,7 @@ mod tests {
         for (address, container, interface) in records {
             let [_, namespace, node] = [first.interface, first.namespace, first.node];
             let iface = names.acquire(interface);
-            let r = Record::new(container, "pod", None, [iface, namespace, node], first.state, 1, 2).unwrap();
+            let r = Record::new(container, "pod", None, [iface, namespace, node], first.state(), 1, 2).unwrap();
             encode_record(&mut buf, ip(address), &r);
         }
         let mut v = serde_json::to_value(&h.state).unwrap();

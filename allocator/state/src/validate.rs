@@ -14,6 +14,9 @@ use crate::pool::{bounds, fixed_addresses, to_u128, usable_size};
 pub const MAX_REUSE_COOLDOWN_SECS: u64 = 7 * 24 * 3600;
 /// Longest reservation key, node name or container id accepted.
 pub const MAX_KEY_LEN: usize = 512;
+/// Longest pod name accepted (a Kubernetes pod name is at most 253 bytes, with its namespace
+/// well under this).
+pub const MAX_POD_LEN: usize = 4096;
 
 /// `[a-z0-9]([-a-z0-9.]*[a-z0-9])?`, at most 63 characters.
 pub fn validate_pool_name(name: &str) -> Result<(), IpamError> {
@@ -49,6 +52,14 @@ pub fn validate_key(field: &str, value: &str) -> Result<(), IpamError> {
     }
     if value.chars().any(char::is_control) {
         return Err(IpamError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A pod name: may be empty (a runtime outside Kubernetes has none), bounded in length.
+pub fn validate_pod(pod: &str) -> Result<(), IpamError> {
+    if pod.len() > MAX_POD_LEN {
+        return Err(IpamError::invalid("owner.pod", format!("longer than {MAX_POD_LEN} bytes")));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::holder;
 use crate::command::{Output, Response};
 use crate::pool::Pool;
 use crate::state::{ApplyContext, State};
-use crate::validate::validate_key;
+use crate::validate::{validate_key, validate_pod};
 
 /// Whether a pool's selector takes this request: the selector is not empty and every non-empty
 /// field matches (namespace and node in the lists, every label present with the same value).
@@ -53,6 +53,7 @@ impl State {
         validate_key("owner.container_id", &req.owner.container_id)?;
         validate_key("owner.interface", &req.owner.interface)?;
         validate_key("owner.node", &req.owner.node)?;
+        validate_pod(&req.owner.pod)?;
         for key in &req.reservation_keys {
             validate_key("reservation_keys", key)?;
         }
@@ -109,7 +110,7 @@ impl State {
                 return Err(IpamError::AddressInUse { address, holder: holder(existing) });
             }
             if let Some(r) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) {
-                r.state = AllocationState::Active;
+                r.set_state(AllocationState::Active);
             }
         }
         let allocation = self
@@ -256,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn allocate_refuses_an_owner_without_container_interface_or_node() {
+    fn allocate_refuses_an_owner_without_container_interface_or_node_or_with_overlong_names() {
         let mut h = Harness::new();
         h.create(pool("p", "10.0.0.0/24"));
         for f in [
@@ -264,6 +265,8 @@ mod tests {
             |r: &mut AllocateRequest| r.owner.interface.clear(),
             |r: &mut AllocateRequest| r.owner.node.clear(),
             |r: &mut AllocateRequest| r.reservation_keys = vec![String::new()],
+            |r: &mut AllocateRequest| r.owner.container_id = "a".repeat(crate::validate::MAX_KEY_LEN + 1),
+            |r: &mut AllocateRequest| r.owner.pod = "p".repeat(crate::validate::MAX_POD_LEN + 1),
         ] {
             let mut r = req_in("c1", "n1", "p");
             f(&mut r);
@@ -272,6 +275,10 @@ mod tests {
                 IpamError::InvalidArgument { .. }
             ));
         }
+        assert_eq!(h.state.allocation_count(), 0);
+        let mut r = req_in("c1", "n1", "p");
+        r.owner.pod = "p".repeat(crate::validate::MAX_POD_LEN);
+        assert_eq!(h.alloc(None, r).allocation.owner.pod.len(), crate::validate::MAX_POD_LEN);
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl State {
         lease.state = LeaseState::Expired;
         for address in self.idx.by_node.get(node).into_iter().flatten() {
             if let Some(a) = self.allocations.get_mut(address).map(std::sync::Arc::make_mut) {
-                a.state = AllocationState::Quarantined;
+                a.set_state(AllocationState::Quarantined);
             }
         }
         Ok(Output::Done)
@@ -86,10 +86,10 @@ impl State {
             let Some(a) = self.record_at(address) else {
                 continue;
             };
-            let id = AttachmentId { container_id: a.container_id.to_owned(), interface: a.interface.to_owned() };
+            let id = AttachmentId { container_id: a.container_id.into_owned(), interface: a.interface.to_owned() };
             if valid.contains(&id) {
                 if let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) {
-                    a.state = AllocationState::Active;
+                    a.set_state(AllocationState::Active);
                 }
                 kept += 1;
             } else if self.remove_allocation(address, true).is_some() {

@@ -18,7 +18,7 @@ fn statefulset_key_of(namespace: &str, pod: &str) -> Option<String> {
 /// Whether `key` names the holder of `a`: the allocation came through that key, or the key is
 /// the holder's pod key (`namespace/pod`) or StatefulSet key (`namespace/set/ordinal`). Such an
 /// allocation may be pinned by a new reservation under that key.
-pub(crate) fn owner_matches_key(a: crate::record::RecordRef<'_>, key: &str) -> bool {
+pub(crate) fn owner_matches_key(a: &crate::record::RecordRef<'_>, key: &str) -> bool {
     if a.reservation == Some(key) {
         return true;
     }
@@ -56,7 +56,7 @@ impl State {
             return Err(conflict(format!("{} is already reserved for {other}", r.address)));
         }
         if let Some(a) = self.record_at(r.address)
-            && !owner_matches_key(a, &r.key)
+            && !owner_matches_key(&a, &r.key)
         {
             return Err(conflict(format!("{} is held by {}", r.address, holder(a))));
         }
