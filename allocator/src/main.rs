@@ -5,6 +5,12 @@ use clap::Parser;
 use hc_allocator::config::{Config, Flags};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: a snapshot copies the state (about 50 bytes per
+/// allocation) and glibc keeps those pages after the copy is dropped, mimalloc returns them
+/// (ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("HC_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")))
