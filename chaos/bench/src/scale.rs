@@ -199,13 +199,26 @@ struct Driven {
     took: Duration,
 }
 
-fn request(pool: &str, container: &str, node: usize) -> AllocateRequest {
+/// A container id shaped like the ones container runtimes pass (64 hex digits, here a hash of
+/// `tag` and `n`), so that the memory per allocation is what a real cluster's would be.
+fn sandbox_id(tag: &str, n: u64) -> String {
+    use std::hash::{Hash, Hasher};
+    (0..4u8)
+        .map(|part| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (tag, n, part).hash(&mut h);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
+}
+
+fn request(pool: &str, container: &str, pod: &str, node: usize) -> AllocateRequest {
     AllocateRequest {
         owner: Owner {
             container_id: container.to_owned(),
             interface: "eth0".into(),
             namespace: "bench".into(),
-            pod: container.to_owned(),
+            pod: pod.to_owned(),
             node: format!("scale-node-{}", node % 16),
         },
         pool: Some(pool.to_owned()),
@@ -213,7 +226,7 @@ fn request(pool: &str, container: &str, node: usize) -> AllocateRequest {
     }
 }
 
-/// `count` allocations named `{tag}-{n}` over `clients`, each client allocating back to back.
+/// `count` allocations with container ids `sandbox_id(tag, n)` over `clients`, each client allocating back to back.
 async fn drive(clients: &[Arc<Client>], pool: &str, tag: &str, count: u64) -> Driven {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -235,11 +248,13 @@ async fn drive(clients: &[Arc<Client>], pool: &str, tag: &str, count: u64) -> Dr
                     if n >= count {
                         break;
                     }
-                    let container = format!("{tag}-{n}");
+                    let container = sandbox_id(&tag, n);
+                    // Named like a Deployment's pod: `<name>-<template hash>-<suffix>`.
+                    let pod = format!("{tag}-7d4b9c8f6d-{n:05x}");
                     let t = Instant::now();
                     let mut last = None;
                     for _ in 0..ATTEMPTS {
-                        match client.allocate(None, request(&pool, &container, ci)).await {
+                        match client.allocate(None, request(&pool, &container, &pod, ci)).await {
                             Ok(a) if a.allocation.owner.container_id == container => {
                                 last = None;
                                 d.latencies_us.push(t.elapsed().as_micros() as u64);
@@ -541,7 +556,7 @@ async fn run_family(
     let mut restart_secs = None;
     let mut first_error = None;
     while t.elapsed() < RECOVERY_LIMIT {
-        match probe.allocate(None, request(pool, "after-restart", 0)).await {
+        match probe.allocate(None, request(pool, "after-restart", "after-restart", 0)).await {
             Ok(a) => {
                 restart_secs = Some(t.elapsed().as_secs_f64());
                 if let Some(prev) = ledger.by_address.insert(a.allocation.address, "after-restart".into()) {
