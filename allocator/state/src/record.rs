@@ -95,6 +95,31 @@ impl Record {
     ) -> Result<Record, TooLong> {
         let packed = hex_bytes(container_id);
         let container: &[u8] = packed.as_deref().unwrap_or(container_id.as_bytes());
+        Self::stored(
+            container,
+            packed.is_some(),
+            pod,
+            reservation,
+            [interface, namespace, node],
+            state,
+            log_index,
+            allocated_at_ms,
+        )
+    }
+
+    /// A record from its container id as kept: the bytes a lowercase hex id spells if `hex`
+    /// (any non-empty bytes are one), else the id's text, which must not be such an id.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn stored(
+        container: &[u8],
+        hex: bool,
+        pod: &str,
+        reservation: Option<&str>,
+        [interface, namespace, node]: [NameId; 3],
+        state: AllocationState,
+        log_index: u64,
+        allocated_at_ms: u64,
+    ) -> Result<Record, TooLong> {
         let len = |n: usize| u32::try_from(n).ok().filter(|&n| n <= LEN_MASK).ok_or(TooLong);
         let (container_len, pod_len) = (len(container.len())?, len(pod.len())?);
         if pod.len() > MAX_POD_LEN {
@@ -108,7 +133,7 @@ impl Record {
         if reservation.is_some() {
             shape |= HAS_RESERVATION;
         }
-        if packed.is_some() {
+        if hex {
             shape |= CONTAINER_HEX;
         }
         let mut record =
@@ -125,7 +150,13 @@ impl Record {
         (self.shape >> LEN_BITS & LEN_MASK) as usize
     }
 
-    fn container_bytes(&self) -> &[u8] {
+    /// Whether the container id is kept as the bytes its lowercase hex digits spell.
+    pub(crate) fn container_is_hex(&self) -> bool {
+        self.shape & CONTAINER_HEX != 0
+    }
+
+    /// The container id as kept: its UTF-8 text, or its bytes if [`Self::container_is_hex`].
+    pub(crate) fn container_bytes(&self) -> &[u8] {
         &self.text[..self.container_len()]
     }
 

@@ -10,7 +10,9 @@
 //! the pool containing its address. Loading decodes straight into the in-memory records and
 //! builds every map from sorted data in bulk. Version 1 (`allocations`: a list of the API's
 //! allocations, with named fields) is still read, so data directories written before keep
-//! starting.
+//! starting. Version 3 differs from 2 in one point: a container id in lowercase hex is written
+//! as the bytes its digits spell (half the size; see [`encode_record`]). Version 2 is read by
+//! the same code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -23,8 +25,8 @@ use crate::pool::{Pool, to_u128};
 use crate::record::{NameId, Names, Record};
 use crate::state::{AttachmentHash, State, attachment_hash};
 
-/// Bumped when the snapshot's shape changes. Version 1 is still read.
-const SNAPSHOT_VERSION: u32 = 2;
+/// Bumped when the snapshot's shape changes. Versions 1 and 2 are still read.
+const SNAPSHOT_VERSION: u32 = 3;
 
 /// Allocations per byte string of `records`: large enough that the per-string framing is
 /// nothing, small enough that writing never holds more than a few hundred KiB extra.
@@ -71,7 +73,7 @@ impl Serialize for Records<'_> {
             records.peek()?;
             let mut buf = Vec::with_capacity(CHUNK * 48);
             for (address, r) in records.by_ref().take(CHUNK) {
-                encode_record(&mut buf, *address, r);
+                encode_record(&mut buf, *address, r, true);
             }
             Some(Chunk(buf))
         });
@@ -119,9 +121,11 @@ impl<'de> Deserialize<'de> for Chunk {
 /// Appends `r`, held at `address`, to `buf`: the address (a byte 4 or 6, then its 4 or 16
 /// bytes), the interface, namespace and node ids, the container id, the pod, the reservation
 /// key (a byte 0 for none, 1 then the key), the log index, the allocation time (ms) and the
-/// state (a byte 0 for active, 1 for quarantined). Numbers are LEB128 varints; strings are
-/// their length then their UTF-8 bytes.
-fn encode_record(buf: &mut Vec<u8>, address: IpAddr, r: &Record) {
+/// state (a byte: bit 0 set for quarantined, bit 1 set if the container id was written as the
+/// bytes its lowercase hex digits spell, which version 2 never did). Numbers are LEB128
+/// varints; strings are their length then their UTF-8 bytes. `hex_as_bytes` is false only
+/// where a test writes version 2.
+fn encode_record(buf: &mut Vec<u8>, address: IpAddr, r: &Record, hex_as_bytes: bool) {
     match address {
         IpAddr::V4(a) => {
             buf.push(4);
@@ -135,7 +139,12 @@ fn encode_record(buf: &mut Vec<u8>, address: IpAddr, r: &Record) {
     for id in [r.interface, r.namespace, r.node] {
         put_varint(buf, u64::from(id));
     }
-    put_str(buf, &r.container_id());
+    let hex = hex_as_bytes && r.container_is_hex();
+    if hex {
+        put_bytes(buf, r.container_bytes());
+    } else {
+        put_str(buf, &r.container_id());
+    }
     put_str(buf, r.pod());
     match r.reservation() {
         None => buf.push(0),
@@ -146,11 +155,16 @@ fn encode_record(buf: &mut Vec<u8>, address: IpAddr, r: &Record) {
     }
     put_varint(buf, r.log_index);
     put_varint(buf, r.allocated_at_ms);
-    buf.push(match r.state() {
+    let state = match r.state() {
         AllocationState::Active => 0,
-        AllocationState::Quarantined => 1,
-    });
+        AllocationState::Quarantined => STATE_QUARANTINED,
+    };
+    buf.push(if hex { state | STATE_HEX_CONTAINER } else { state });
 }
+
+/// The bits of a record's last byte.
+const STATE_QUARANTINED: u8 = 1;
+const STATE_HEX_CONTAINER: u8 = 2;
 
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -161,8 +175,12 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
-    put_varint(buf, s.len() as u64);
-    buf.extend_from_slice(s.as_bytes());
+    put_bytes(buf, s.as_bytes());
+}
+
+fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+    put_varint(buf, b.len() as u64);
+    buf.extend_from_slice(b);
 }
 
 /// Reads [`encode_record`]'s layout; every read is bounds-checked, so a corrupt chunk is an
@@ -206,9 +224,13 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Result<&'a str, SnapshotError> {
+        utf8(self.counted()?)
+    }
+
+    /// A length, then that many bytes.
+    fn counted(&mut self) -> Result<&'a [u8], SnapshotError> {
         let len = usize::try_from(self.varint()?).unwrap_or(usize::MAX);
-        std::str::from_utf8(self.bytes(len)?)
-            .map_err(|_| SnapshotError("a string in an allocation record is not UTF-8".to_owned()))
+        self.bytes(len)
     }
 
     fn address(&mut self) -> Result<IpAddr, SnapshotError> {
@@ -234,7 +256,7 @@ impl<'a> Reader<'a> {
                 return Err(SnapshotError(format!("allocation {address} names id {id}, not in the name table")));
             }
         }
-        let container_id = self.str()?;
+        let container = self.counted()?;
         let pod = self.str()?;
         let reservation = match self.byte()? {
             0 => None,
@@ -243,15 +265,27 @@ impl<'a> Reader<'a> {
         };
         let log_index = self.varint()?;
         let allocated_at_ms = self.varint()?;
-        let state = match self.byte()? {
-            0 => AllocationState::Active,
-            1 => AllocationState::Quarantined,
-            b => return Err(SnapshotError(format!("allocation {address}: unknown state {b}"))),
-        };
-        let record = Record::new(container_id, pod, reservation, ids, state, log_index, allocated_at_ms)
-            .map_err(|_| SnapshotError(format!("allocation {address}: a string is too long")))?;
+        let byte = self.byte()?;
+        if byte & !(STATE_QUARANTINED | STATE_HEX_CONTAINER) != 0 {
+            return Err(SnapshotError(format!("allocation {address}: unknown state {byte}")));
+        }
+        let state = if byte & STATE_QUARANTINED != 0 { AllocationState::Quarantined } else { AllocationState::Active };
+        let record = if byte & STATE_HEX_CONTAINER != 0 {
+            if container.is_empty() {
+                return Err(SnapshotError(format!("allocation {address}: an empty hex container id")));
+            }
+            Record::stored(container, true, pod, reservation, ids, state, log_index, allocated_at_ms)
+        } else {
+            // Version 2 wrote hex ids as text: `new` packs them as a record keeps them.
+            Record::new(utf8(container)?, pod, reservation, ids, state, log_index, allocated_at_ms)
+        }
+        .map_err(|_| SnapshotError(format!("allocation {address}: a string is too long")))?;
         Ok((address, record))
     }
+}
+
+fn utf8(b: &[u8]) -> Result<&str, SnapshotError> {
+    std::str::from_utf8(b).map_err(|_| SnapshotError("a string in an allocation record is not UTF-8".to_owned()))
 }
 
 /// The pools, each as a `PoolRef`.
@@ -358,7 +392,7 @@ impl State {
             .map(|part| {
                 let mut chunk = Chunk::default();
                 for (address, r) in part {
-                    encode_record(&mut chunk.0, **address, r);
+                    encode_record(&mut chunk.0, **address, r, true);
                 }
                 chunk
             })
@@ -410,9 +444,9 @@ impl State {
         match s.version {
             1 if s.names.is_empty() && s.records.is_empty() => {}
             1 => return err("version 1 with version 2's records".to_owned()),
-            SNAPSHOT_VERSION if s.allocations.is_empty() => {}
-            SNAPSHOT_VERSION => return err(format!("version {SNAPSHOT_VERSION} with version 1's allocations")),
-            v => return err(format!("version {v} (expected 1 or {SNAPSHOT_VERSION})")),
+            2..=SNAPSHOT_VERSION if s.allocations.is_empty() => {}
+            v @ 2..=SNAPSHOT_VERSION => return err(format!("version {v} with version 1's allocations")),
+            v => return err(format!("version {v} (expected 1 to {SNAPSHOT_VERSION})")),
         }
         let mut st = State { last_applied: s.last_applied, now_ms: s.now_ms, ..State::default() };
 
@@ -592,7 +626,7 @@ mod tests {
 
     use hc_api::types::{AttachmentId, PoolSpec, ReleaseTarget, Reservation, VlanSpec};
 
-    use super::{CHUNK, encode_record};
+    use super::{CHUNK, SNAPSHOT_VERSION, encode_record};
     use crate::command::{Command, Request};
     use crate::record::Record;
     use crate::state::{ApplyContext, State};
@@ -688,10 +722,36 @@ mod tests {
         assert_eq!(back, h.state);
         let back: State = serde_json::from_str(&serde_json::to_string(&v1).unwrap()).unwrap();
         assert_eq!(back, h.state);
-        // And it is written back as version 2.
-        let v2 = serde_json::to_value(&back).unwrap();
-        assert_eq!(v2["version"], 2);
-        assert!(v2.get("allocations").is_none());
+        // And it is written back in the current version.
+        let now = serde_json::to_value(&back).unwrap();
+        assert_eq!(now["version"], SNAPSHOT_VERSION);
+        assert!(now.get("allocations").is_none());
+    }
+
+    #[test]
+    fn hex_container_ids_are_written_as_bytes_and_version_2_text_still_loads() {
+        let mut h = Harness::new();
+        h.create(pool("p", "10.0.0.0/24"));
+        let sandbox = |i: u32| format!("{i:08x}").repeat(8);
+        for i in 0..20 {
+            let id = if i % 2 == 0 { sandbox(i) } else { format!("ctr-{i}") };
+            h.alloc(None, req_in(&id, "n1", "p"));
+        }
+        let v3 = serde_json::to_value(&h.state).unwrap();
+        let chunk3: Vec<u8> = serde_json::from_value(v3["records"][0].clone()).unwrap();
+        let mut chunk2 = Vec::new();
+        for (address, r) in &h.state.allocations {
+            encode_record(&mut chunk2, *address, r, false);
+        }
+        assert_eq!(chunk2.len() - chunk3.len(), 10 * 32, "ten 64-digit ids, 32 bytes saved each");
+        let mut v2 = v3.clone();
+        v2["version"] = 2.into();
+        v2["records"] = serde_json::to_value(vec![chunk2]).unwrap();
+        for v in [v3, v2] {
+            let back: State = serde_json::from_value(v).unwrap();
+            assert_eq!(back, h.state);
+            assert!(back.attachment_address(&sandbox(4), "eth0").is_some());
+        }
     }
 
     /// A version-1 snapshot of `busy()` written by the code before version 2 (MessagePack,
@@ -742,7 +802,7 @@ mod tests {
         assert!(e.contains("version"), "{e}");
     }
 
-    /// `busy()`'s snapshot (version 2) with its records replaced by those of `records`:
+    /// `busy()`'s snapshot as version 2 with its records replaced by those of `records`:
     /// (address, container id, interface) each, the rest as in the first record.
     fn v2_with(records: &[(&str, &str, &str)]) -> Result<State, String> {
         let h = busy();
@@ -753,16 +813,17 @@ mod tests {
             let [_, namespace, node] = [first.interface, first.namespace, first.node];
             let iface = names.acquire(interface);
             let r = Record::new(container, "pod", None, [iface, namespace, node], first.state(), 1, 2).unwrap();
-            encode_record(&mut buf, ip(address), &r);
+            encode_record(&mut buf, ip(address), &r, false);
         }
         let mut v = serde_json::to_value(&h.state).unwrap();
+        v["version"] = 2.into();
         v["names"] = serde_json::to_value(names.table().collect::<Vec<_>>()).unwrap();
         v["records"] = serde_json::to_value(vec![buf]).unwrap();
         serde_json::from_value::<State>(v).map_err(|e| e.to_string())
     }
 
     #[test]
-    fn a_version_2_snapshot_is_checked_like_version_1() {
+    fn a_version_2_or_3_snapshot_is_checked_like_version_1() {
         v2_with(&[("10.0.0.20", "x", "eth0"), ("10.0.0.21", "y", "eth0"), ("10.0.0.22", "x", "eth1")]).unwrap();
         let e = v2_with(&[("10.0.0.20", "x", "eth0"), ("10.0.0.20", "y", "eth0")]).unwrap_err();
         assert!(e.contains("out of order"), "{e}");
@@ -779,7 +840,7 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_version_2_snapshot_is_an_error_not_a_panic() {
+    fn a_corrupt_version_3_snapshot_is_an_error_not_a_panic() {
         let h = busy();
         let v = serde_json::to_value(&h.state).unwrap();
         let chunk: Vec<u8> = serde_json::from_value(v["records"][0].clone()).unwrap();
