@@ -137,8 +137,11 @@ async fn status_fails_while_the_pool_is_exhausted() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_lease_status_fails_and_add_asks_to_retry() -> Result<()> {
-    // The agent is pointed at an allocator address nobody listens on: it never gets a lease.
-    let dead = format!("127.0.0.1:{}", alloc::free_port());
+    // The agent is pointed at a socket that is bound but never listens: connecting is refused,
+    // and while it is held no allocator of a test running beside this one can take its port.
+    let held = tokio::net::TcpSocket::new_v4()?;
+    held.bind("127.0.0.1:0".parse()?)?;
+    let dead = held.local_addr()?.to_string();
     let env = Env::start_with(&[flat()], AgentOpts { allocators: Some(vec![dead]), ..AgentOpts::default() }).await?;
     let v11 = json!({"cniVersion": "1.1.0", "pool": "flat"});
     let msg = network_call(&env, "STATUS", v11.clone()).error(50);
@@ -147,5 +150,6 @@ async fn without_a_lease_status_fails_and_add_asks_to_retry() -> Result<()> {
     hc_bridge(&env, "c1", &pod, "ADD", v11).error(11);
     assert!(pod.link("eth0")?.is_none());
     assert!(!env.agent.ready().await);
+    drop(held);
     Ok(())
 }
