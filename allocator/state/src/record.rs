@@ -75,6 +75,20 @@ fn hex_string(bytes: &[u8]) -> String {
     s
 }
 
+/// A container id as given to [`Record::new`]: its text (kept as bytes if it is lowercase hex),
+/// or the bytes such an id spells, as a snapshot holds them (any non-empty bytes are one).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Container<'a> {
+    Id(&'a str),
+    Hex(&'a [u8]),
+}
+
+impl<'a> From<&'a str> for Container<'a> {
+    fn from(id: &'a str) -> Self {
+        Container::Id(id)
+    }
+}
+
 /// `text` as a string: every string part of a record came from a `&str`, so this never falls
 /// back to "" for a record this module made.
 fn utf8(text: &[u8]) -> &str {
@@ -84,8 +98,8 @@ fn utf8(text: &[u8]) -> &str {
 impl Record {
     /// A record of the given parts; the names are ids the caller holds in [`Names`].
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        container_id: &str,
+    pub(crate) fn new<'a>(
+        container: impl Into<Container<'a>>,
         pod: &str,
         reservation: Option<&str>,
         [interface, namespace, node]: [NameId; 3],
@@ -93,33 +107,14 @@ impl Record {
         log_index: u64,
         allocated_at_ms: u64,
     ) -> Result<Record, TooLong> {
-        let packed = hex_bytes(container_id);
-        let container: &[u8] = packed.as_deref().unwrap_or(container_id.as_bytes());
-        Self::stored(
-            container,
-            packed.is_some(),
-            pod,
-            reservation,
-            [interface, namespace, node],
-            state,
-            log_index,
-            allocated_at_ms,
-        )
-    }
-
-    /// A record from its container id as kept: the bytes a lowercase hex id spells if `hex`
-    /// (any non-empty bytes are one), else the id's text, which must not be such an id.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn stored(
-        container: &[u8],
-        hex: bool,
-        pod: &str,
-        reservation: Option<&str>,
-        [interface, namespace, node]: [NameId; 3],
-        state: AllocationState,
-        log_index: u64,
-        allocated_at_ms: u64,
-    ) -> Result<Record, TooLong> {
+        let packed;
+        let (container, hex): (&[u8], bool) = match container.into() {
+            Container::Id(id) => {
+                packed = hex_bytes(id);
+                (packed.as_deref().unwrap_or(id.as_bytes()), packed.is_some())
+            }
+            Container::Hex(bytes) => (bytes, true),
+        };
         let len = |n: usize| u32::try_from(n).ok().filter(|&n| n <= LEN_MASK).ok_or(TooLong);
         let (container_len, pod_len) = (len(container.len())?, len(pod.len())?);
         if pod.len() > MAX_POD_LEN {
@@ -414,7 +409,7 @@ mod tests {
     fn record(names: &mut Names, a: &Allocation) -> Record {
         let ids = names.acquire_owner(&a.owner);
         Record::new(
-            &a.owner.container_id,
+            a.owner.container_id.as_str(),
             &a.owner.pod,
             a.reservation.as_deref(),
             ids,

@@ -22,7 +22,7 @@ use hc_api::types::{Allocation, AllocationState, Lease, PoolSpec, Reservation, V
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::pool::{Pool, to_u128};
-use crate::record::{NameId, Names, Record};
+use crate::record::{Container, NameId, Names, Record};
 use crate::state::{AttachmentHash, State, attachment_hash};
 
 /// Bumped when the snapshot's shape changes. Versions 1 and 2 are still read.
@@ -274,7 +274,7 @@ impl<'a> Reader<'a> {
             if container.is_empty() {
                 return Err(SnapshotError(format!("allocation {address}: an empty hex container id")));
             }
-            Record::stored(container, true, pod, reservation, ids, state, log_index, allocated_at_ms)
+            Record::new(Container::Hex(container), pod, reservation, ids, state, log_index, allocated_at_ms)
         } else {
             // Version 2 wrote hex ids as text: `new` packs them as a record keeps them.
             Record::new(utf8(container)?, pod, reservation, ids, state, log_index, allocated_at_ms)
@@ -812,7 +812,7 @@ mod tests {
         for (address, container, interface) in records {
             let [_, namespace, node] = [first.interface, first.namespace, first.node];
             let iface = names.acquire(interface);
-            let r = Record::new(container, "pod", None, [iface, namespace, node], first.state(), 1, 2).unwrap();
+            let r = Record::new(*container, "pod", None, [iface, namespace, node], first.state(), 1, 2).unwrap();
             encode_record(&mut buf, ip(address), &r, false);
         }
         let mut v = serde_json::to_value(&h.state).unwrap();

@@ -172,7 +172,7 @@ impl State {
         // The allocate command refuses strings longer than a record holds; should an older
         // log hold one, the record drops its strings rather than the replica stopping.
         let record = Record::new(
-            &o.container_id,
+            o.container_id.as_str(),
             &o.pod,
             allocation.reservation.as_deref(),
             ids,
