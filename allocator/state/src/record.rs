@@ -54,7 +54,7 @@ pub(crate) struct TooLong;
 /// `id` as bytes if it is lowercase hex of even length (so that it round-trips exactly).
 fn hex_bytes(id: &str) -> Option<Vec<u8>> {
     let digits = id.as_bytes();
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |d: u8| match d {
@@ -242,7 +242,7 @@ pub(crate) struct RecordRef<'a> {
 
 impl RecordRef<'_> {
     /// The API's form of this record, held at `address` in `pool`.
-    pub(crate) fn to_allocation(self, address: IpAddr, pool: &str) -> Allocation {
+    pub(crate) fn into_allocation(self, address: IpAddr, pool: &str) -> Allocation {
         Allocation {
             address,
             pool: pool.to_owned(),
@@ -426,7 +426,7 @@ mod tests {
         for reservation in [None, Some(""), Some("ns/pod-1")] {
             let a = allocation(reservation);
             let r = record(&mut names, &a);
-            assert_eq!(r.resolve(&names).to_allocation(a.address, "p"), a);
+            assert_eq!(r.resolve(&names).into_allocation(a.address, "p"), a);
             assert!(r.is_attachment(&names, "c1", "eth0"));
             assert!(!r.is_attachment(&names, "c1", "eth1"));
         }
@@ -462,7 +462,7 @@ mod tests {
             assert!(!r.container_is(&id.to_uppercase()) || id == id.to_uppercase());
             assert!(!r.container_is("ff"));
             assert_eq!((r.pod(), r.reservation()), ("pod-1", Some("key")));
-            assert_eq!(r.resolve(&names).to_allocation(a.address, "p"), a);
+            assert_eq!(r.resolve(&names).into_allocation(a.address, "p"), a);
         }
         let mut a = allocation(None);
         a.owner.container_id = sandbox.to_owned();

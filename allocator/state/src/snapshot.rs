@@ -408,7 +408,7 @@ impl State {
     #[cfg(test)]
     pub(crate) fn to_snapshot_v1(&self) -> Snapshot {
         Snapshot {
-            allocations: self.allocations.iter().map(|(address, r)| self.to_allocation(*address, r)).collect(),
+            allocations: self.allocations.iter().map(|(address, r)| self.allocation(*address, r)).collect(),
             ..self.snapshot_without_allocations(1)
         }
     }

@@ -191,7 +191,7 @@ impl State {
     /// waits out its pool's reuse cooldown; a reserved address stays held for its key either way.
     pub(crate) fn remove_allocation(&mut self, address: IpAddr, cooldown: bool) -> Option<Allocation> {
         let record = self.allocations.remove(&address)?;
-        let allocation = self.to_allocation(address, &record);
+        let allocation = self.allocation(address, &record);
         // A snapshot being written may still share the record; it has its own copy of the table.
         self.idx.names.release_record(&record);
         self.idx
@@ -245,8 +245,8 @@ impl State {
     }
 
     /// The API's form of `record`, held at `address`.
-    pub(crate) fn to_allocation(&self, address: IpAddr, record: &Record) -> Allocation {
-        record.resolve(&self.idx.names).to_allocation(address, self.pool_name_of(address))
+    pub(crate) fn allocation(&self, address: IpAddr, record: &Record) -> Allocation {
+        record.resolve(&self.idx.names).into_allocation(address, self.pool_name_of(address))
     }
 
     /// A copy of the replicated data for writing a snapshot beside further applies: allocation
@@ -352,7 +352,7 @@ impl State {
                 && node.is_none_or(|n| names.get(a.node) == n)
                 && namespace.is_none_or(|ns| names.get(a.namespace) == ns)
         };
-        let api = |(address, a): (&IpAddr, &Record)| self.to_allocation(*address, a);
+        let api = |(address, a): (&IpAddr, &Record)| self.allocation(*address, a);
         if let Some(node) = node {
             let Some(addresses) = self.idx.by_node.get(node) else {
                 return Vec::new();
@@ -379,11 +379,11 @@ impl State {
         self.allocations.iter().map(|(a, r)| (a, &**r)).filter(keep).map(api).collect()
     }
     pub fn allocation_by_address(&self, address: IpAddr) -> Option<Allocation> {
-        self.allocations.get(&address).map(|a| self.to_allocation(address, a))
+        self.allocations.get(&address).map(|a| self.allocation(address, a))
     }
     pub fn allocation_by_attachment(&self, id: &AttachmentId) -> Option<Allocation> {
         let address = self.attachment_address(&id.container_id, &id.interface)?;
-        self.allocations.get(&address).map(|a| self.to_allocation(address, a))
+        self.allocations.get(&address).map(|a| self.allocation(address, a))
     }
     /// Leases by node.
     pub fn leases(&self) -> Vec<Lease> {
