@@ -15,6 +15,7 @@
 pub mod config;
 pub mod grpc;
 pub mod lease_keeper;
+pub mod memory;
 pub mod metrics;
 pub mod openapi;
 pub mod raft;

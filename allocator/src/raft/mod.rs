@@ -184,7 +184,12 @@ where
     F: FnOnce() -> io::Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    join_blocking(tokio::task::spawn_blocking(f)).await
+}
+
+/// The result of a blocking task: its panic resumed here, its cancellation an I/O error.
+pub(crate) async fn join_blocking<T>(task: tokio::task::JoinHandle<io::Result<T>>) -> io::Result<T> {
+    match task.await {
         Ok(result) => result,
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
         Err(join) => Err(io::Error::other(join)),

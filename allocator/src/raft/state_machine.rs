@@ -4,18 +4,21 @@
 //! openraft re-applies the log from there (up to the saved `committed`, then whatever the leader
 //! commits), so a restart replays only the log tail after the snapshot.
 
+use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use hc_allocator_state::{ApplyContext, Output, Replicated, State};
+use hc_allocator_state::{ApplyContext, Output, State};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
+use tokio::task::JoinHandle;
 
-use crate::raft::run_blocking;
 use crate::raft::snapshot_store::{SnapshotFile, SnapshotStore};
 use crate::raft::type_config::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::{join_blocking, run_blocking};
 
 pub struct StateMachineStore {
     /// The applied state. Written only here (`apply`, `install_snapshot`), i.e. by openraft's
@@ -101,19 +104,34 @@ impl StateMachineStore {
         self.last_applied.map_or(0, |l| l.index)
     }
 
-    /// Starts a snapshot of the state as applied now.
-    fn builder(&mut self) -> SnapshotBuilder {
+    /// Starts a snapshot of the state as applied now. A blocking thread copies the state, and
+    /// applying waits for that copy, so the snapshot is exactly the state at `last_applied`;
+    /// the same thread then serializes and writes it beside further applies, drops the copy and
+    /// hands its memory back (see [`crate::memory`]: it must be the thread that made the copy).
+    /// The copy shares the allocation records and leaves out the indexes: a deep copy would
+    /// double the replica's memory while the snapshot is written.
+    ///
+    /// openraft builds every builder it is given; one dropped unbuilt would still write its
+    /// snapshot, which is harmless: it holds applied, hence committed, entries only.
+    async fn builder(&mut self) -> SnapshotBuilder {
         self.snapshot_index = self.applied_index();
-        // Copy the state now, on the state machine worker, so the snapshot is exactly the state
-        // at `last_applied`; serializing and writing it then runs beside further applies. The
-        // copy shares the allocation records and leaves out the indexes: a deep copy would
-        // double the replica's memory while the snapshot is written.
-        let state = self.state.read().map(|s| s.replicated()).ok();
-        SnapshotBuilder {
-            meta: SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone() },
-            state,
-            snapshots: self.snapshots.clone(),
-        }
+        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.last_membership.clone() };
+        let (copied, copy_taken) = tokio::sync::oneshot::channel();
+        let (state, snapshots, task_meta) = (self.state.clone(), self.snapshots.clone(), meta.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let copy = state.read().map(|s| s.replicated()).ok();
+            let _ = copied.send(());
+            let copy = copy.ok_or_else(poisoned)?;
+            let started = Instant::now();
+            let file = snapshots.save_built(&task_meta, &copy)?;
+            let took = started.elapsed();
+            drop(copy);
+            crate::memory::release_freed();
+            Ok((file, took))
+        });
+        // Err only if the copy panicked; `build_snapshot` then reports the panic.
+        let _ = copy_taken.await;
+        SnapshotBuilder { meta, task: Some(task) }
     }
 }
 
@@ -132,7 +150,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             let ctx = ApplyContext { log_index: log_id.index };
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let mut state = self.state.write().map_err(|_| poisoned())?;
             let response = match entry.payload {
                 EntryPayload::Normal(request) => state.apply(ctx, &request),
@@ -162,11 +180,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if !force && !asked && self.defer_snapshot() {
             return None;
         }
-        Some(self.builder())
+        Some(self.builder().await)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.builder()
+        self.builder().await
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
@@ -194,24 +212,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Builds one snapshot from a copy of the state taken by the state machine worker.
+/// One snapshot, being written by the blocking task [`StateMachineStore::builder`] started.
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
-    /// `None` if the state lock was poisoned: there is no trustworthy state to snapshot.
-    state: Option<Replicated>,
-    snapshots: Arc<SnapshotStore>,
+    /// The written snapshot and the time serializing and writing it took; `None` once built.
+    task: Option<JoinHandle<io::Result<(File, Duration)>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let state = self.state.take().ok_or_else(poisoned)?;
-        let meta = self.meta.clone();
-        let snapshots = self.snapshots.clone();
-        let started = std::time::Instant::now();
-        let file = run_blocking(move || snapshots.save_built(&meta, &state)).await?;
-        metrics::histogram!("hc_allocator_raft_snapshot_build_seconds").record(started.elapsed());
+        let task = self.task.take().ok_or_else(|| io::Error::other("this snapshot was already built"))?;
+        let (file, took) = join_blocking(task).await?;
+        metrics::histogram!("hc_allocator_raft_snapshot_build_seconds").record(took);
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         metrics::gauge!(crate::metrics::SNAPSHOT_BYTES).set(bytes as f64);
         tracing::info!(snapshot = %self.meta, bytes, "built snapshot");
