@@ -178,6 +178,9 @@ fn read_entries(db: &DB, range: &impl RangeBounds<u64>) -> io::Result<Vec<Entry>
         Bound::Unbounded => 0,
     };
     let mut opts = ReadOptions::default();
+    // Entries are read once (to apply, or to send to a follower): caching their blocks would
+    // only hold dead entries resident.
+    opts.fill_cache(false);
     match range.end_bound() {
         Bound::Included(&i) => {
             if let Some(end) = i.checked_add(1) {
