@@ -12,12 +12,12 @@
 
 /// Collects this thread's mimalloc heap and purges freed pages, returning them to the kernel.
 /// Call it on the thread that allocated and dropped the memory, after dropping it. It walks
-/// mimalloc's structures (a few milliseconds after a large drop), so it is for after bulk frees,
-/// not a hot path. In a process whose global allocator is not mimalloc it only tidies mimalloc's
-/// own, unused heap.
+/// mimalloc's structures (its cost was not measured), so it is for after bulk frees, not a hot
+/// path. In a process whose global allocator is not mimalloc it only tidies mimalloc's own,
+/// unused heap.
 #[allow(unsafe_code)]
 pub fn release_freed() {
-    // SAFETY: `mi_collect` takes no pointers and has no preconditions; mimalloc documents it as
-    // callable from any thread at any time. It only frees pages whose blocks are all free.
+    // SAFETY: `mi_collect` takes no pointers and states no preconditions; it works on the
+    // calling thread's heap and mimalloc's own segments, and frees only pages with no block in use.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }

@@ -129,8 +129,8 @@ fn open_db(path: &Path) -> Result<DB, rocksdb::Error> {
         cf_opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
         cf_opts.set_max_write_buffer_number(2);
         // Log reads bypass the block cache (`log_store::read_entries`); the metadata is a few
-        // keys. RocksDB's default is a 32 MiB cache per column family, filled by the first
-        // entries read from flushed files and then kept resident.
+        // keys. RocksDB's default, a 32 MiB cache per column family, could fill with entries
+        // read back from flushed files and keep them resident (not measured directly).
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         cf_opts.set_block_based_table_factory(&table);
