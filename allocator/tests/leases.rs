@@ -96,7 +96,7 @@ async fn keep_alives_hold_a_lease_and_write_nothing_to_the_log() {
     let client = cluster.client_via(2);
     let lease = client.grant_lease("node-k", Duration::from_millis(800)).await.unwrap();
     let leader = cluster.leader_async(Duration::from_secs(5)).await;
-    let before = client.status_at(leader).await.unwrap().committed;
+    let before = client.status_at(leader).await.unwrap();
     let until = Instant::now() + Duration::from_secs(3);
     let mut renewals = 0;
     while Instant::now() < until {
@@ -104,10 +104,18 @@ async fn keep_alives_hold_a_lease_and_write_nothing_to_the_log() {
         renewals += 1;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let after = client.status_at(leader).await.unwrap().committed;
+    let after = client.status_at(leader).await.unwrap();
     assert_eq!(lease_state(&cluster, "node-k").await.unwrap().state, LeaseState::Active);
-    println!("{renewals} keep-alives over 3 s (TTL 800 ms): {} log entries committed meanwhile", after - before);
-    assert_eq!(after, before, "keep-alives must not be written to the log");
+    let (entries, elections) = (after.committed - before.committed, after.term - before.term);
+    println!(
+        "{renewals} keep-alives over 3 s (TTL 800 ms): {entries} log entries committed meanwhile, {elections} new terms"
+    );
+    // A loaded host can miss heartbeats, and each new leader commits one blank entry; nothing else
+    // may reach the log. Logged keep-alives would add one entry per renewal.
+    assert!(
+        entries <= elections,
+        "keep-alives must not be written to the log: {entries} entries in {elections} new terms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
