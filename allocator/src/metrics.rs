@@ -19,6 +19,7 @@ pub const FENCING_REJECTIONS: &str = "hc_allocator_fencing_rejections_total";
 pub const LEASE_GRANTS: &str = "hc_allocator_lease_grants_total";
 pub const LEASE_EXPIRIES: &str = "hc_allocator_lease_expiries_total";
 pub const LEADER_CHANGES: &str = "hc_allocator_raft_leader_changes_total";
+pub const STORAGE_MEMORY: &str = "hc_allocator_storage_memory_bytes";
 
 /// Installs the global recorder and returns the handle `/metrics` renders. Only the first call
 /// in a process installs; later ones get a handle that renders nothing.
@@ -64,6 +65,11 @@ fn describe() {
     describe_counter!(LEASE_GRANTS, "Node leases granted.");
     describe_counter!(LEASE_EXPIRIES, "Node leases expired by the leader.");
     describe_counter!(LEADER_CHANGES, "Changes of the leader seen by this replica.");
+    describe_gauge!(
+        STORAGE_MEMORY,
+        Unit::Bytes,
+        "Memory the log's RocksDB holds, by kind: memtables, table_readers (index and filter blocks), block_cache."
+    );
     describe_gauge!("hc_allocator_raft_term", "Current Raft term.");
     describe_gauge!("hc_allocator_raft_is_leader", "1 while this replica is the leader.");
     describe_gauge!("hc_allocator_raft_last_log_index", "Index of the last entry in this replica's log.");
@@ -112,8 +118,12 @@ pub fn record_proposal(kind: &'static str, result: &Result<(Output, u64), IpamEr
     }
 }
 
-/// Refreshes the gauges that mirror Raft and pool state. Called periodically.
-pub fn refresh(status: &ClusterStatus, state: &State) {
+/// Refreshes the gauges that mirror Raft, storage and pool state: on every scrape of `/metrics`.
+/// `storage` is [`crate::raft::StorageMemory::read`]'s `(kind, bytes)`.
+pub fn refresh(status: &ClusterStatus, state: &State, storage: &[(&'static str, u64)]) {
+    for &(kind, bytes) in storage {
+        gauge!(STORAGE_MEMORY, "kind" => kind).set(bytes as f64);
+    }
     gauge!("hc_allocator_raft_term").set(status.term as f64);
     gauge!("hc_allocator_raft_is_leader").set(if status.leader_id == Some(status.id) { 1.0 } else { 0.0 });
     let idx = |i: Option<u64>| i.unwrap_or(0) as f64;

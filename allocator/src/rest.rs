@@ -20,13 +20,14 @@ use openraft::ChangeMembers;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::raft::NodeInfo;
+use crate::raft::{NodeInfo, StorageMemory};
 use crate::replica::{ClusterStatus, Replica};
 
 #[derive(Clone)]
 struct AppState {
     replica: Arc<Replica>,
     metrics: PrometheusHandle,
+    storage: StorageMemory,
 }
 
 /// An `IpamError` as a response: its HTTP status and `{"kind": …, "message": …, …fields}`.
@@ -61,7 +62,7 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-pub fn router(replica: Arc<Replica>, metrics: PrometheusHandle) -> Router {
+pub fn router(replica: Arc<Replica>, metrics: PrometheusHandle, storage: StorageMemory) -> Router {
     Router::new()
         .route("/v1/pools", get(list_pools).post(create_pool))
         .route("/v1/pools/{name}", get(get_pool).put(update_pool).delete(delete_pool))
@@ -84,7 +85,7 @@ pub fn router(replica: Arc<Replica>, metrics: PrometheusHandle) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError(IpamError::invalid("path", "no such resource; see /v1/openapi.json")) })
-        .with_state(AppState { replica, metrics })
+        .with_state(AppState { replica, metrics, storage })
 }
 
 /// Proposes a command and waits until this replica has applied it, so that what the handler
@@ -215,10 +216,8 @@ fn parse_address(s: &str) -> Result<IpAddr, IpamError> {
 
 async fn get_allocation(State(st): State<AppState>, Path(address): Path<String>) -> ApiResult<Json<Allocation>> {
     let addr = parse_address(&address)?;
-    let a = st
-        .replica
-        .read(|s| s.allocation_by_address(addr))
-        .ok_or_else(|| IpamError::AllocationNotFound { what: address })?;
+    let a =
+        st.replica.read(|s| s.allocation_by_address(addr)).ok_or(IpamError::AllocationNotFound { what: address })?;
     Ok(Json(a))
 }
 
@@ -362,7 +361,8 @@ async fn readyz(State(st): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn render_metrics(State(st): State<AppState>) -> impl IntoResponse {
     let status = st.replica.status();
-    st.replica.read(|s| crate::metrics::refresh(&status, s));
+    let storage = st.storage.read();
+    st.replica.read(|s| crate::metrics::refresh(&status, s, &storage));
     ([("content-type", "text/plain; version=0.0.4")], st.metrics.render())
 }
 

@@ -27,6 +27,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     sm_store.set_snapshot_log_percent(config.snapshot_log_percent);
     let snapshot_now = sm_store.snapshot_now_flag();
     let state = sm_store.state();
+    let storage = log_store.storage_memory();
     let raft_config = raft::raft_config(
         config.heartbeat.as_millis() as u64,
         config.election_timeout.as_millis() as u64,
@@ -79,7 +80,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     };
     let rest = {
         let mut shutdown = shutdown.clone();
-        let app = crate::rest::router(replica.clone(), metrics);
+        let app = crate::rest::router(replica.clone(), metrics, storage);
         tokio::spawn(async move {
             use axum::serve::ListenerExt;
             let listener = rest_listener.tap_io(|tcp| {

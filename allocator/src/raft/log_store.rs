@@ -16,7 +16,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
@@ -50,7 +50,40 @@ pub struct LogReader {
     db: Arc<Database>,
 }
 
+/// What the log's RocksDB holds in memory, for `/metrics`. The handle is weak, so it never keeps
+/// the database open after the replica's Raft has shut down.
+#[derive(Clone, Debug, Default)]
+pub struct StorageMemory {
+    db: Weak<Database>,
+}
+
+impl StorageMemory {
+    /// `(kind, bytes)`: the memtables and the table readers (index and filter blocks), summed
+    /// over the column families, and the block cache they share. Empty once the database is
+    /// closed; a kind RocksDB cannot report is left out.
+    pub fn read(&self) -> Vec<(&'static str, u64)> {
+        let Some(db) = self.db.upgrade() else { return Vec::new() };
+        let per_family = |property: &str| -> Option<Vec<u64>> {
+            [CF_LOGS, CF_META]
+                .iter()
+                .map(|name| db.cf_handle(name).and_then(|cf| db.property_int_value_cf(cf, property).ok().flatten()))
+                .collect()
+        };
+        let kinds = [
+            ("memtables", per_family("rocksdb.cur-size-all-mem-tables").map(|v| v.iter().sum())),
+            ("table_readers", per_family("rocksdb.estimate-table-readers-mem").map(|v| v.iter().sum())),
+            ("block_cache", per_family("rocksdb.block-cache-usage").and_then(|v| v.first().copied())),
+        ];
+        kinds.into_iter().filter_map(|(kind, bytes)| Some((kind, bytes?))).collect()
+    }
+}
+
 impl LogStore {
+    /// A handle reporting the database's memory (see [`StorageMemory`]).
+    pub fn storage_memory(&self) -> StorageMemory {
+        StorageMemory { db: Arc::downgrade(&self.db) }
+    }
+
     pub(crate) fn new(db: Arc<Database>) -> io::Result<Self> {
         cf(&db, CF_LOGS)?;
         cf(&db, CF_META)?;

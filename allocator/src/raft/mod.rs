@@ -45,7 +45,7 @@ use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressio
 use self::database::Database;
 
 pub use self::database::DatabaseClosed;
-pub use self::log_store::{LogReader, LogStore};
+pub use self::log_store::{LogReader, LogStore, StorageMemory};
 pub use self::network::{NetworkFactory, PeerClient};
 pub use self::service::{RaftService, raft_service};
 pub use self::snapshot_store::{SnapshotFile, SnapshotStore};

@@ -107,6 +107,10 @@ pub struct ScaleResult {
     pub rss_peak_mib: Vec<f64>,
     /// (rss_full − rss_baseline) / allocations, per replica.
     pub bytes_per_allocation: Vec<f64>,
+    /// What each replica's RocksDB held in memory when `rss_full_mib` was read (its
+    /// `hc_allocator_storage_memory_bytes` gauges), in MiB: all kinds, and the memtables alone.
+    pub rocksdb_mib: Vec<Option<f64>>,
+    pub memtables_mib: Vec<Option<f64>>,
     /// Size of the leader's latest snapshot, of the full state.
     pub snapshot_bytes: Option<f64>,
     /// Mean build time of the snapshots the leader built with the full state (from its
@@ -343,6 +347,17 @@ fn memory(sup: &Supervisor, cluster: &HcCluster, order: &[usize]) -> Vec<(u64, u
         .collect()
 }
 
+/// A replica's `hc_allocator_storage_memory_bytes` gauges: kind → bytes.
+fn storage_memory(text: &str) -> BTreeMap<String, u64> {
+    let prefix = "hc_allocator_storage_memory_bytes{kind=\"";
+    text.lines()
+        .filter_map(|l| {
+            let (kind, value) = l.strip_prefix(prefix)?.split_once("\"} ")?;
+            Some((kind.to_owned(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
 /// Reads `/metrics` of a replica's REST address.
 pub async fn scrape(http: &reqwest::Client, rest: &str) -> Result<String, BenchError> {
     let r = http
@@ -529,6 +544,10 @@ async fn run_family(
     let snapshot_build_secs = (count > count0).then(|| (sum - sum0) / (count - count0));
     sleep(Duration::from_secs(1)).await;
     let after = memory(sup, &cluster, &order);
+    let mut storage = Vec::new();
+    for &i in &order {
+        storage.push(scrape(&http, cluster.addrs(i).1).await.ok().map(|text| storage_memory(&text)));
+    }
     let allocations = ledger.by_address.len() as u64;
 
     let mut problems = Vec::new();
@@ -654,6 +673,8 @@ async fn run_family(
             .zip(&after)
             .map(|(b, a)| a.0.saturating_sub(b.0) as f64 / allocations.max(1) as f64)
             .collect(),
+        rocksdb_mib: storage.iter().map(|m| m.as_ref().map(|m| mib(m.values().sum()))).collect(),
+        memtables_mib: storage.iter().map(|m| m.as_ref().and_then(|m| m.get("memtables")).map(|&b| mib(b))).collect(),
         snapshot_bytes,
         snapshot_build_secs,
         restart_secs,
@@ -729,6 +750,12 @@ pub fn render(results: &[ScaleResult]) -> String {
             list(&r.rss_full_mib, 0),
             list(&r.rss_peak_mib, 0),
             list(&r.bytes_per_allocation, 0)
+        );
+        let _ = writeln!(
+            s,
+            "  of which RocksDB (memtables, table readers, block cache) {} MiB, the memtables {} MiB",
+            r.rocksdb_mib.iter().map(|v| opt(*v, 1)).collect::<Vec<_>>().join(" "),
+            r.memtables_mib.iter().map(|v| opt(*v, 1)).collect::<Vec<_>>().join(" "),
         );
         let _ = writeln!(
             s,
