@@ -17,6 +17,7 @@
 //! - `snapshot.rs`: the serialized form of [`State`]; indexes are rebuilt on load;
 //! - `invariants.rs`: [`State::check_invariants`], the state's rules checked from scratch.
 
+mod addr;
 mod apply;
 mod command;
 mod interval;

@@ -14,13 +14,14 @@
 //! as the bytes its digits spell (half the size; see [`encode_record`]). Version 2 is read by
 //! the same code.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use hc_api::types::{Allocation, AllocationState, Lease, PoolSpec, Reservation, VlanSpec};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::addr::AddrSet;
 use crate::pool::{Pool, to_u128};
 use crate::record::{Container, NameId, Names, Record};
 use crate::state::{AttachmentHash, State, attachment_hash};
@@ -73,7 +74,7 @@ impl Serialize for Records<'_> {
             records.peek()?;
             let mut buf = Vec::with_capacity(CHUNK * 48);
             for (address, r) in records.by_ref().take(CHUNK) {
-                encode_record(&mut buf, *address, r, true);
+                encode_record(&mut buf, address, r, true);
             }
             Some(Chunk(buf))
         });
@@ -392,7 +393,7 @@ impl State {
             .map(|part| {
                 let mut chunk = Chunk::default();
                 for (address, r) in part {
-                    encode_record(&mut chunk.0, **address, r, true);
+                    encode_record(&mut chunk.0, *address, r, true);
                 }
                 chunk
             })
@@ -408,7 +409,7 @@ impl State {
     #[cfg(test)]
     pub(crate) fn to_snapshot_v1(&self) -> Snapshot {
         Snapshot {
-            allocations: self.allocations.iter().map(|(address, r)| self.allocation(*address, r)).collect(),
+            allocations: self.allocations.iter().map(|(address, r)| self.allocation(address, r)).collect(),
             ..self.snapshot_without_allocations(1)
         }
     }
@@ -612,7 +613,7 @@ impl State {
         }
         self.idx.by_node = per_node
             .into_iter()
-            .map(|(id, addresses)| (names.get(id).to_owned(), addresses.into_iter().collect::<BTreeSet<_>>()))
+            .map(|(id, addresses)| (names.get(id).to_owned(), addresses.into_iter().collect::<AddrSet>()))
             .collect();
         self.idx.names = names;
         self.allocations = records.into_iter().collect();
@@ -741,7 +742,7 @@ mod tests {
         let chunk3: Vec<u8> = serde_json::from_value(v3["records"][0].clone()).unwrap();
         let mut chunk2 = Vec::new();
         for (address, r) in &h.state.allocations {
-            encode_record(&mut chunk2, *address, r, false);
+            encode_record(&mut chunk2, address, r, false);
         }
         assert_eq!(chunk2.len() - chunk3.len(), 10 * 32, "ten 64-digit ids, 32 bytes saved each");
         let mut v2 = v3.clone();
@@ -806,7 +807,7 @@ mod tests {
     /// (address, container id, interface) each, the rest as in the first record.
     fn v2_with(records: &[(&str, &str, &str)]) -> Result<State, String> {
         let h = busy();
-        let first = h.state.allocations.values().next().unwrap().clone();
+        let first = h.state.allocations.iter().next().unwrap().1.clone();
         let mut names = h.state.idx.names.clone();
         let mut buf = Vec::new();
         for (address, container, interface) in records {

@@ -11,6 +11,7 @@ use hc_api::IpamError;
 use hc_api::types::{AllocateRequest, Allocation, AttachmentId, Lease, PoolSpec, PoolStatus, Reservation, VlanSpec};
 use serde::{Deserialize, Serialize};
 
+use crate::addr::{AddrMap, AddrSet};
 use crate::command::{Command, Request, Response};
 use crate::pool::Pool;
 use crate::record::{Names, Record, RecordRef};
@@ -41,7 +42,7 @@ pub struct State {
     /// Address → its one holder (invariant 1 by construction). Records are shared (`Arc`) so that
     /// a snapshot's copy of the state ([`State::replicated`]) does not copy them; a record is
     /// only changed through `Arc::make_mut`, which copies it first if a snapshot still holds it.
-    pub(crate) allocations: BTreeMap<IpAddr, Arc<Record>>,
+    pub(crate) allocations: AddrMap<Arc<Record>>,
     /// Node → its current lease (active or expired). Removed by `NodeGone`.
     pub(crate) leases: BTreeMap<String, Lease>,
     /// Highest token each node was ever granted. Never shrinks, so tokens stay monotonic even
@@ -64,7 +65,7 @@ pub(crate) struct Index {
     /// answer. The hash is fixed (FNV-1a), so the index is the same on every replica.
     pub(crate) by_attachment: BTreeSet<(AttachmentHash, IpAddr)>,
     /// Node → addresses its attachments hold (lease expiry, reconcile, node gone).
-    pub(crate) by_node: BTreeMap<String, BTreeSet<IpAddr>>,
+    pub(crate) by_node: BTreeMap<String, AddrSet>,
     /// (reuse time, address) of every cooling entry, oldest first, for lazy expiry.
     pub(crate) cooling_queue: BTreeSet<(u64, IpAddr)>,
     /// The names allocation records share.
@@ -347,19 +348,19 @@ impl State {
     /// address.
     pub fn allocations(&self, pool: Option<&str>, node: Option<&str>, namespace: Option<&str>) -> Vec<Allocation> {
         let names = &self.idx.names;
-        let keep = |(address, a): &(&IpAddr, &Record)| {
-            pool.is_none_or(|p| self.pool_name_of(**address) == p)
+        let keep = |(address, a): &(IpAddr, &Record)| {
+            pool.is_none_or(|p| self.pool_name_of(*address) == p)
                 && node.is_none_or(|n| names.get(a.node) == n)
                 && namespace.is_none_or(|ns| names.get(a.namespace) == ns)
         };
-        let api = |(address, a): (&IpAddr, &Record)| self.allocation(*address, a);
+        let api = |(address, a): (IpAddr, &Record)| self.allocation(address, a);
         if let Some(node) = node {
             let Some(addresses) = self.idx.by_node.get(node) else {
                 return Vec::new();
             };
             return addresses
                 .iter()
-                .filter_map(|a| self.allocations.get(a).map(|r| (a, &**r)))
+                .filter_map(|a| self.allocations.get(&a).map(|r| (a, &**r)))
                 .filter(keep)
                 .map(api)
                 .collect();
@@ -368,13 +369,7 @@ impl State {
             let Some(p) = self.pools.get(name) else {
                 return Vec::new();
             };
-            return self
-                .allocations
-                .range(p.first()..=p.last())
-                .map(|(a, r)| (a, &**r))
-                .filter(keep)
-                .map(api)
-                .collect();
+            return self.allocations.range(p.first(), p.last()).map(|(a, r)| (a, &**r)).filter(keep).map(api).collect();
         }
         self.allocations.iter().map(|(a, r)| (a, &**r)).filter(keep).map(api).collect()
     }

@@ -67,7 +67,7 @@ impl State {
         }
         lease.state = LeaseState::Expired;
         for address in self.idx.by_node.get(node).into_iter().flatten() {
-            if let Some(a) = self.allocations.get_mut(address).map(std::sync::Arc::make_mut) {
+            if let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) {
                 a.set_state(AllocationState::Quarantined);
             }
         }
@@ -79,7 +79,7 @@ impl State {
     pub(crate) fn reconcile(&mut self, fence: &Fence, valid: &[AttachmentId]) -> Response {
         self.check_fence(fence)?;
         let valid: BTreeSet<&AttachmentId> = valid.iter().collect();
-        let addresses: Vec<IpAddr> = self.idx.by_node.get(&fence.node).into_iter().flatten().copied().collect();
+        let addresses: Vec<IpAddr> = self.idx.by_node.get(&fence.node).into_iter().flatten().collect();
         let mut kept = 0;
         let mut released = Vec::new();
         for address in addresses {
@@ -102,7 +102,7 @@ impl State {
     /// The node is confirmed gone: release all its allocations (with cooldown) and drop its
     /// lease. Its highest token stays in `max_tokens`.
     pub(crate) fn node_gone(&mut self, node: &str) -> Response {
-        let addresses: Vec<IpAddr> = self.idx.by_node.get(node).into_iter().flatten().copied().collect();
+        let addresses: Vec<IpAddr> = self.idx.by_node.get(node).into_iter().flatten().collect();
         let released = addresses.into_iter().filter_map(|a| self.remove_allocation(a, true)).collect();
         self.leases.remove(node);
         Ok(Output::Released(Released { released }))

@@ -70,8 +70,8 @@ impl State {
         // Nothing in use may become excluded (gateway, exclusions, a grown network's
         // network/broadcast address).
         let (first, last) = (old.first(), old.last());
-        if let Some((address, a)) = self.allocations.range(first..=last).find(|(a, _)| new.is_fixed(**a)) {
-            return Err(IpamError::AddressInUse { address: *address, holder: holder(a.resolve(&self.idx.names)) });
+        if let Some((address, a)) = self.allocations.range(first, last).find(|(a, _)| new.is_fixed(*a)) {
+            return Err(IpamError::AddressInUse { address, holder: holder(a.resolve(&self.idx.names)) });
         }
         if let Some((address, key)) =
             self.idx.reservation_by_address.range(first..=last).find(|(a, _)| new.is_fixed(**a))
@@ -94,7 +94,7 @@ impl State {
                 new.occupy(address);
             }
         }
-        for a in self.allocations.range(first..=last).map(|(a, _)| *a) {
+        for a in self.allocations.range(first, last).map(|(a, _)| a) {
             new.occupy(a);
             new.allocated += 1;
         }
@@ -126,7 +126,7 @@ impl State {
 
         // Checked (or forced): drop the allocations, reservations and cooldowns with the pool.
         let (first, last) = (pool.first(), pool.last());
-        let addresses: Vec<IpAddr> = self.allocations.range(first..=last).map(|(a, _)| *a).collect();
+        let addresses: Vec<IpAddr> = self.allocations.range(first, last).map(|(a, _)| a).collect();
         for a in addresses {
             self.remove_allocation(a, false);
         }
