@@ -189,6 +189,52 @@ impl FromIterator<IpAddr> for AddrSet {
     }
 }
 
+/// A set of (4-byte tag, address) pairs, ordered by tag and then address: for finding the
+/// addresses filed under one tag (the attachment index files each address under a hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TaggedAddrSet {
+    v4: BTreeSet<([u8; 4], u32)>,
+    v6: BTreeSet<([u8; 4], [u8; 16])>,
+}
+
+impl TaggedAddrSet {
+    /// Whether the pair was not in the set.
+    pub(crate) fn insert(&mut self, (tag, address): ([u8; 4], IpAddr)) -> bool {
+        match address {
+            IpAddr::V4(a) => self.v4.insert((tag, u32::from(a))),
+            IpAddr::V6(a) => self.v6.insert((tag, a.octets())),
+        }
+    }
+
+    /// Whether the pair was in the set.
+    pub(crate) fn remove(&mut self, (tag, address): &([u8; 4], IpAddr)) -> bool {
+        match address {
+            IpAddr::V4(a) => self.v4.remove(&(*tag, u32::from(*a))),
+            IpAddr::V6(a) => self.v6.remove(&(*tag, a.octets())),
+        }
+    }
+
+    /// The addresses filed under `tag`, in address order.
+    pub(crate) fn tagged(&self, tag: [u8; 4]) -> impl Iterator<Item = IpAddr> {
+        let a4 = self.v4.range((tag, u32::MIN)..=(tag, u32::MAX)).map(|&(_, a)| IpAddr::V4(Ipv4Addr::from(a)));
+        let a6 = self.v6.range((tag, [0; 16])..=(tag, [0xff; 16])).map(|&(_, a)| IpAddr::V6(Ipv6Addr::from(a)));
+        a4.chain(a6)
+    }
+}
+
+impl FromIterator<([u8; 4], IpAddr)> for TaggedAddrSet {
+    fn from_iter<I: IntoIterator<Item = ([u8; 4], IpAddr)>>(iter: I) -> Self {
+        let (mut a4, mut a6) = (Vec::new(), Vec::new());
+        for (tag, address) in iter {
+            match address {
+                IpAddr::V4(a) => a4.push((tag, u32::from(a))),
+                IpAddr::V6(a) => a6.push((tag, a.octets())),
+            }
+        }
+        TaggedAddrSet { v4: a4.into_iter().collect(), v6: a6.into_iter().collect() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -280,5 +326,26 @@ mod tests {
             set.remove(&a);
         }
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn a_tagged_set_finds_every_address_under_a_tag_and_no_other() {
+        let pairs = [
+            ([1, 0, 0, 0], "10.0.0.1"),
+            ([1, 0, 0, 0], "fd00::1"),
+            ([1, 0, 0, 0], "0.0.0.0"),
+            ([2, 0, 0, 0], "10.0.0.2"),
+            ([0, 0, 0, 1], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            ([1, 0, 0, 0], "::"),
+        ]
+        .map(|(t, a)| (t, ip(a)));
+        let mut set: TaggedAddrSet = pairs.iter().copied().collect();
+        let under = |set: &TaggedAddrSet, t| set.tagged(t).collect::<Vec<_>>();
+        assert_eq!(under(&set, [1, 0, 0, 0]), ["0.0.0.0", "10.0.0.1", "::", "fd00::1"].map(ip));
+        assert_eq!(under(&set, [0, 0, 0, 1]), [ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")]);
+        assert!(under(&set, [9, 9, 9, 9]).is_empty());
+        assert!(!set.insert(pairs[0]));
+        assert!(set.remove(&pairs[1]) && !set.remove(&pairs[1]));
+        assert_eq!(under(&set, [1, 0, 0, 0]), ["0.0.0.0", "10.0.0.1", "::"].map(ip));
     }
 }

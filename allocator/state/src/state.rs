@@ -4,14 +4,14 @@
 //! the bookkeeping every handler shares (allocation indexes, cooldowns, the clock) and the reads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hc_api::IpamError;
 use hc_api::types::{AllocateRequest, Allocation, AttachmentId, Lease, PoolSpec, PoolStatus, Reservation, VlanSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::addr::{AddrMap, AddrSet};
+use crate::addr::{AddrMap, AddrSet, TaggedAddrSet};
 use crate::command::{Command, Request, Response};
 use crate::pool::Pool;
 use crate::record::{Names, Record, RecordRef};
@@ -63,7 +63,7 @@ pub(crate) struct Index {
     /// Only the hash is kept, not a second copy of the owner's strings: lookups check the
     /// candidates' allocation records, so a hash collision costs a comparison, never a wrong
     /// answer. The hash is fixed (FNV-1a), so the index is the same on every replica.
-    pub(crate) by_attachment: BTreeSet<(AttachmentHash, IpAddr)>,
+    pub(crate) by_attachment: TaggedAddrSet,
     /// Node → addresses its attachments hold (lease expiry, reconcile, node gone).
     pub(crate) by_node: BTreeMap<String, AddrSet>,
     /// (reuse time, address) of every cooling entry, oldest first, for lazy expiry.
@@ -227,9 +227,7 @@ impl State {
     /// The address the attachment `(container_id, interface)` holds.
     pub(crate) fn attachment_address(&self, container_id: &str, interface: &str) -> Option<IpAddr> {
         let h = attachment_hash(container_id, interface);
-        let lowest = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-        let highest = IpAddr::V6(Ipv6Addr::from(u128::MAX));
-        self.idx.by_attachment.range((h, lowest)..=(h, highest)).map(|&(_, a)| a).find(|a| {
+        self.idx.by_attachment.tagged(h).find(|a| {
             self.allocations.get(a).is_some_and(|x| x.is_attachment(&self.idx.names, container_id, interface))
         })
     }
