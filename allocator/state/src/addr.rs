@@ -1,76 +1,92 @@
-//! [`AddrMap`] and [`AddrSet`]: a `BTreeMap` and a `BTreeSet` keyed by address, kept per
-//! family. An `IpAddr` is 17 bytes; an IPv4 key here is its `u32` (4 bytes) and an IPv6 key its
-//! `u128`. The state holds one entry per allocation in each of two such structures, and B-tree
-//! leaves filled in address order stay a little over half full, so on an IPv4 pool the two keys
-//! cost ~60 bytes per allocation as `IpAddr`s and ~15 as `u32`s.
+//! [`AddrMap`], [`AddrSet`] and [`TaggedAddrSet`]: a `BTreeMap` and `BTreeSet`s keyed by
+//! address, kept per family. An `IpAddr` is 17 bytes. An IPv4 key here is its `u32`; an IPv6
+//! address is split into its upper 64 bits (one outer entry per /64, of which a pool has one or
+//! a few) and its lower 64 bits (the key of the inner tree). The state holds one entry per
+//! allocation in each of three such structures, and B-tree leaves filled in address order stay
+//! a little over half full, so every byte of a key is paid nearly twice.
 //!
 //! Order is `IpAddr`'s: every IPv4 address before every IPv6 one, then by value. So iteration,
 //! and with it a snapshot's bytes, is what a `BTreeMap<IpAddr, _>` gives.
 
-use std::collections::{BTreeMap, BTreeSet, btree_map, btree_set};
-use std::iter::{Chain, Map};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
-fn v4(k: &u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(*k))
+fn v4(k: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(k))
 }
 
-fn v6(k: &u128) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::from(*k))
+/// An IPv6 address's (upper, lower) 64 bits.
+fn halves(a: Ipv6Addr) -> (u64, u64) {
+    let n = u128::from(a);
+    ((n >> 64) as u64, n as u64)
 }
 
-/// The part of `first..=last` (in `IpAddr` order) in each family, as ranges of their keys
-/// (`None` where the range has none of that family).
-fn split(first: IpAddr, last: IpAddr) -> (Option<RangeInclusive<u32>>, Option<RangeInclusive<u128>>) {
+fn v6(hi: u64, lo: u64) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)))
+}
+
+/// The part of `first..=last` (in `IpAddr` order) in each family: a range of IPv4 keys, and
+/// the first and last IPv6 address as halves (`None` where the range has none of a family).
+#[allow(clippy::type_complexity)]
+fn split(first: IpAddr, last: IpAddr) -> (Option<RangeInclusive<u32>>, Option<((u64, u64), (u64, u64))>) {
     if first > last {
         return (None, None);
     }
     match (first, last) {
         (IpAddr::V4(f), IpAddr::V4(l)) => (Some(u32::from(f)..=u32::from(l)), None),
-        (IpAddr::V4(f), IpAddr::V6(l)) => (Some(u32::from(f)..=u32::MAX), Some(0..=u128::from(l))),
-        (IpAddr::V6(f), IpAddr::V6(l)) => (None, Some(u128::from(f)..=u128::from(l))),
+        (IpAddr::V4(f), IpAddr::V6(l)) => (Some(u32::from(f)..=u32::MAX), Some(((0, 0), halves(l)))),
+        (IpAddr::V6(f), IpAddr::V6(l)) => (None, Some((halves(f), halves(l)))),
         // `first > last` already.
         (IpAddr::V6(_), IpAddr::V4(_)) => (None, None),
     }
+}
+
+/// Of the inner tree under upper half `hi`, the lower halves `(first, last)` covers.
+fn lower_bounds(hi: u64, (first, last): ((u64, u64), (u64, u64))) -> RangeInclusive<u64> {
+    let lo = if hi == first.0 { first.1 } else { 0 };
+    let hi_end = if hi == last.0 { last.1 } else { u64::MAX };
+    lo..=hi_end
 }
 
 /// A map from address to `V`, in address order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AddrMap<V> {
     v4: BTreeMap<u32, V>,
-    v6: BTreeMap<u128, V>,
+    /// Upper half → lower half → value; no inner map is empty.
+    v6: BTreeMap<u64, BTreeMap<u64, V>>,
+    /// Entries in `v6`.
+    len6: usize,
 }
 
 impl<V> Default for AddrMap<V> {
     fn default() -> Self {
-        AddrMap { v4: BTreeMap::new(), v6: BTreeMap::new() }
+        AddrMap { v4: BTreeMap::new(), v6: BTreeMap::new(), len6: 0 }
     }
 }
 
-type Entry4<'a, V> = fn((&'a u32, &'a V)) -> (IpAddr, &'a V);
-type Entry6<'a, V> = fn((&'a u128, &'a V)) -> (IpAddr, &'a V);
-
-/// An [`AddrMap`]'s entries in address order.
-pub(crate) type Iter<'a, V> =
-    Chain<Map<btree_map::Iter<'a, u32, V>, Entry4<'a, V>>, Map<btree_map::Iter<'a, u128, V>, Entry6<'a, V>>>;
-
 impl<V> AddrMap<V> {
     pub(crate) fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
+        self.v4.len() + self.len6
     }
 
     pub(crate) fn get(&self, address: &IpAddr) -> Option<&V> {
         match address {
             IpAddr::V4(a) => self.v4.get(&u32::from(*a)),
-            IpAddr::V6(a) => self.v6.get(&u128::from(*a)),
+            IpAddr::V6(a) => {
+                let (hi, lo) = halves(*a);
+                self.v6.get(&hi)?.get(&lo)
+            }
         }
     }
 
     pub(crate) fn get_mut(&mut self, address: &IpAddr) -> Option<&mut V> {
         match address {
             IpAddr::V4(a) => self.v4.get_mut(&u32::from(*a)),
-            IpAddr::V6(a) => self.v6.get_mut(&u128::from(*a)),
+            IpAddr::V6(a) => {
+                let (hi, lo) = halves(*a);
+                self.v6.get_mut(&hi)?.get_mut(&lo)
+            }
         }
     }
 
@@ -81,53 +97,82 @@ impl<V> AddrMap<V> {
     pub(crate) fn insert(&mut self, address: IpAddr, value: V) -> Option<V> {
         match address {
             IpAddr::V4(a) => self.v4.insert(u32::from(a), value),
-            IpAddr::V6(a) => self.v6.insert(u128::from(a), value),
+            IpAddr::V6(a) => {
+                let (hi, lo) = halves(a);
+                let old = self.v6.entry(hi).or_default().insert(lo, value);
+                if old.is_none() {
+                    self.len6 += 1;
+                }
+                old
+            }
         }
     }
 
     pub(crate) fn remove(&mut self, address: &IpAddr) -> Option<V> {
         match address {
             IpAddr::V4(a) => self.v4.remove(&u32::from(*a)),
-            IpAddr::V6(a) => self.v6.remove(&u128::from(*a)),
+            IpAddr::V6(a) => {
+                let (hi, lo) = halves(*a);
+                let inner = self.v6.get_mut(&hi)?;
+                let old = inner.remove(&lo)?;
+                if inner.is_empty() {
+                    self.v6.remove(&hi);
+                }
+                self.len6 -= 1;
+                Some(old)
+            }
         }
     }
 
-    pub(crate) fn iter(&self) -> Iter<'_, V> {
-        let e4: Entry4<'_, V> = |(k, v)| (v4(k), v);
-        let e6: Entry6<'_, V> = |(k, v)| (v6(k), v);
-        self.v4.iter().map(e4).chain(self.v6.iter().map(e6))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (IpAddr, &V)> {
+        let a4 = self.v4.iter().map(|(k, v)| (v4(*k), v));
+        let a6 = self.v6.iter().flat_map(|(hi, inner)| inner.iter().map(move |(lo, v)| (v6(*hi, *lo), v)));
+        a4.chain(a6)
     }
 
     /// The entries from `first` to `last`, both included, in address order.
     pub(crate) fn range(&self, first: IpAddr, last: IpAddr) -> impl Iterator<Item = (IpAddr, &V)> {
         let (r4, r6) = split(first, last);
-        let e4: Entry4<'_, V> = |(k, v)| (v4(k), v);
-        let e6: Entry6<'_, V> = |(k, v)| (v6(k), v);
-        r4.into_iter()
-            .flat_map(move |r| self.v4.range(r).map(e4))
-            .chain(r6.into_iter().flat_map(move |r| self.v6.range(r).map(e6)))
-    }
-}
-
-impl<'a, V> IntoIterator for &'a AddrMap<V> {
-    type Item = (IpAddr, &'a V);
-    type IntoIter = Iter<'a, V>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
+        let a4 = r4.into_iter().flat_map(move |r| self.v4.range(r).map(|(k, v)| (v4(*k), v)));
+        let a6 = r6.into_iter().flat_map(move |bounds| {
+            self.v6.range(bounds.0.0..=bounds.1.0).flat_map(move |(hi, inner)| {
+                inner.range(lower_bounds(*hi, bounds)).map(move |(lo, v)| (v6(*hi, *lo), v))
+            })
+        });
+        a4.chain(a6)
     }
 }
 
 impl<V> FromIterator<(IpAddr, V)> for AddrMap<V> {
     /// Built in bulk (full leaves) when the entries come in address order, as a snapshot's do.
     fn from_iter<I: IntoIterator<Item = (IpAddr, V)>>(iter: I) -> Self {
-        let (mut e4, mut e6) = (Vec::new(), Vec::new());
+        let mut map = AddrMap::default();
+        let mut e4 = Vec::new();
+        let mut e6: Vec<(u64, Vec<(u64, V)>)> = Vec::new();
         for (address, value) in iter {
             match address {
                 IpAddr::V4(a) => e4.push((u32::from(a), value)),
-                IpAddr::V6(a) => e6.push((u128::from(a), value)),
+                IpAddr::V6(a) => {
+                    let (hi, lo) = halves(a);
+                    match e6.last_mut() {
+                        Some((last, inner)) if *last == hi => inner.push((lo, value)),
+                        _ => e6.push((hi, vec![(lo, value)])),
+                    }
+                }
             }
         }
-        AddrMap { v4: e4.into_iter().collect(), v6: e6.into_iter().collect() }
+        map.v4 = e4.into_iter().collect();
+        for (hi, inner) in e6 {
+            // Out-of-order input may name an upper half twice: merge, later entries winning.
+            match map.v6.get_mut(&hi) {
+                Some(tree) => tree.extend(inner),
+                None => {
+                    map.v6.insert(hi, inner.into_iter().collect());
+                }
+            }
+        }
+        map.len6 = map.v6.values().map(BTreeMap::len).sum();
+        map
     }
 }
 
@@ -135,12 +180,9 @@ impl<V> FromIterator<(IpAddr, V)> for AddrMap<V> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct AddrSet {
     v4: BTreeSet<u32>,
-    v6: BTreeSet<u128>,
+    /// Upper half → lower halves; no inner set is empty.
+    v6: BTreeMap<u64, BTreeSet<u64>>,
 }
-
-/// An [`AddrSet`]'s addresses in order.
-pub(crate) type SetIter<'a> =
-    Chain<Map<btree_set::Iter<'a, u32>, fn(&u32) -> IpAddr>, Map<btree_set::Iter<'a, u128>, fn(&u128) -> IpAddr>>;
 
 impl AddrSet {
     pub(crate) fn is_empty(&self) -> bool {
@@ -151,7 +193,10 @@ impl AddrSet {
     pub(crate) fn insert(&mut self, address: IpAddr) -> bool {
         match address {
             IpAddr::V4(a) => self.v4.insert(u32::from(a)),
-            IpAddr::V6(a) => self.v6.insert(u128::from(a)),
+            IpAddr::V6(a) => {
+                let (hi, lo) = halves(a);
+                self.v6.entry(hi).or_default().insert(lo)
+            }
         }
     }
 
@@ -159,33 +204,52 @@ impl AddrSet {
     pub(crate) fn remove(&mut self, address: &IpAddr) -> bool {
         match address {
             IpAddr::V4(a) => self.v4.remove(&u32::from(*a)),
-            IpAddr::V6(a) => self.v6.remove(&u128::from(*a)),
+            IpAddr::V6(a) => {
+                let (hi, lo) = halves(*a);
+                let Some(inner) = self.v6.get_mut(&hi) else { return false };
+                let removed = inner.remove(&lo);
+                if inner.is_empty() {
+                    self.v6.remove(&hi);
+                }
+                removed
+            }
         }
     }
 
-    pub(crate) fn iter(&self) -> SetIter<'_> {
-        self.v4.iter().map(v4 as fn(&u32) -> IpAddr).chain(self.v6.iter().map(v6 as fn(&u128) -> IpAddr))
-    }
-}
-
-impl<'a> IntoIterator for &'a AddrSet {
-    type Item = IpAddr;
-    type IntoIter = SetIter<'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
+    pub(crate) fn iter(&self) -> impl Iterator<Item = IpAddr> {
+        let a4 = self.v4.iter().map(|k| v4(*k));
+        let a6 = self.v6.iter().flat_map(|(hi, inner)| inner.iter().map(move |lo| v6(*hi, *lo)));
+        a4.chain(a6)
     }
 }
 
 impl FromIterator<IpAddr> for AddrSet {
+    /// Built in bulk when the addresses come in order.
     fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> Self {
-        let (mut a4, mut a6) = (Vec::new(), Vec::new());
+        let mut a4 = Vec::new();
+        let mut a6: Vec<(u64, Vec<u64>)> = Vec::new();
         for address in iter {
             match address {
                 IpAddr::V4(a) => a4.push(u32::from(a)),
-                IpAddr::V6(a) => a6.push(u128::from(a)),
+                IpAddr::V6(a) => {
+                    let (hi, lo) = halves(a);
+                    match a6.last_mut() {
+                        Some((last, inner)) if *last == hi => inner.push(lo),
+                        _ => a6.push((hi, vec![lo])),
+                    }
+                }
             }
         }
-        AddrSet { v4: a4.into_iter().collect(), v6: a6.into_iter().collect() }
+        let mut set = AddrSet { v4: a4.into_iter().collect(), v6: BTreeMap::new() };
+        for (hi, inner) in a6 {
+            match set.v6.get_mut(&hi) {
+                Some(tree) => tree.extend(inner),
+                None => {
+                    set.v6.insert(hi, inner.into_iter().collect());
+                }
+            }
+        }
+        set
     }
 }
 
@@ -260,6 +324,9 @@ mod tests {
             "::ffff:10.0.0.1",
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
             "192.168.1.1",
+            "fd00:0:0:1::1",
+            "fd00::ffff:0:0:1",
+            "fd00:0:0:1:ffff:ffff:ffff:ffff",
         ]
         .map(ip);
         let mut ours = AddrMap::default();
@@ -282,6 +349,10 @@ mod tests {
             ("0.0.0.0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
             ("10.0.0.1", "10.0.0.1"),
             ("::1", "10.0.0.1"),
+            ("fd00::6", "fd00:0:0:1::1"),
+            ("fd00::5", "fd00:0:0:1::"),
+            ("fd00:0:0:0:ffff::", "fd00:0:0:2::"),
+            ("fd00:0:0:1::2", "fd00:0:0:1:ffff:ffff:ffff:ffff"),
         ];
         for (f, l) in ranges {
             let (f, l) = (ip(f), ip(l));
@@ -295,10 +366,13 @@ mod tests {
         }
         *ours.get_mut(&ip("::1")).unwrap() += 100;
         *std.get_mut(&ip("::1")).unwrap() += 100;
-        for a in &addresses[..5] {
+        // Removing both of `fd00:0:0:1::/64`'s addresses empties its inner tree.
+        for a in addresses[..5].iter().chain(&addresses[10..11]).chain(&addresses[12..]) {
             assert_eq!(ours.remove(a), std.remove(a));
             assert_eq!(ours.remove(a), None);
+            assert_eq!(ours.len(), std.len());
         }
+        assert!(!ours.v6.contains_key(&0xfd00_0000_0000_0001), "an emptied /64 leaves no inner tree");
         assert_eq!(
             ours.iter().map(|(a, v)| (a, *v)).collect::<Vec<_>>(),
             std.iter().map(|(a, v)| (*a, *v)).collect::<Vec<_>>()
@@ -311,7 +385,7 @@ mod tests {
     #[test]
     fn a_set_keeps_address_order_across_families() {
         let mut set = AddrSet::default();
-        for a in ["fd00::1", "10.0.0.2", "::", "10.0.0.1", "255.255.255.255"] {
+        for a in ["fd00::1", "10.0.0.2", "::", "10.0.0.1", "255.255.255.255", "fd00:0:0:1::", "::2"] {
             assert!(set.insert(ip(a)));
         }
         assert!(!set.insert(ip("10.0.0.1")));
@@ -319,7 +393,7 @@ mod tests {
         let mut sorted = order.clone();
         sorted.sort();
         assert_eq!(order, sorted);
-        assert_eq!(order.len(), 5);
+        assert_eq!(order.len(), 7);
         assert!(set.remove(&ip("::")) && !set.remove(&ip("::")));
         assert_eq!(set.iter().collect::<AddrSet>(), set);
         for a in set.clone().iter() {

@@ -741,7 +741,7 @@ mod tests {
         let v3 = serde_json::to_value(&h.state).unwrap();
         let chunk3: Vec<u8> = serde_json::from_value(v3["records"][0].clone()).unwrap();
         let mut chunk2 = Vec::new();
-        for (address, r) in &h.state.allocations {
+        for (address, r) in h.state.allocations.iter() {
             encode_record(&mut chunk2, address, r, false);
         }
         assert_eq!(chunk2.len() - chunk3.len(), 10 * 32, "ten 64-digit ids, 32 bytes saved each");

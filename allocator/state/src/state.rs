@@ -86,7 +86,7 @@ impl PartialEq for State {
             && self
                 .allocations
                 .iter()
-                .zip(&other.allocations)
+                .zip(other.allocations.iter())
                 .all(|((a, x), (b, y))| a == b && x.resolve(&self.idx.names) == y.resolve(&other.idx.names))
     }
 }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use hc_api::IpamError;
 use hc_api::types::{AllocationState, AttachmentId, Fence, Lease, LeaseState, Released};
 
+use crate::addr::AddrSet;
 use crate::command::{Output, Response};
 use crate::state::{ApplyContext, State};
 use crate::validate::validate_key;
@@ -66,7 +67,7 @@ impl State {
             return Ok(Output::Done);
         }
         lease.state = LeaseState::Expired;
-        for address in self.idx.by_node.get(node).into_iter().flatten() {
+        for address in self.idx.by_node.get(node).into_iter().flat_map(AddrSet::iter) {
             if let Some(a) = self.allocations.get_mut(&address).map(std::sync::Arc::make_mut) {
                 a.set_state(AllocationState::Quarantined);
             }
@@ -79,7 +80,7 @@ impl State {
     pub(crate) fn reconcile(&mut self, fence: &Fence, valid: &[AttachmentId]) -> Response {
         self.check_fence(fence)?;
         let valid: BTreeSet<&AttachmentId> = valid.iter().collect();
-        let addresses: Vec<IpAddr> = self.idx.by_node.get(&fence.node).into_iter().flatten().collect();
+        let addresses: Vec<IpAddr> = self.idx.by_node.get(&fence.node).into_iter().flat_map(AddrSet::iter).collect();
         let mut kept = 0;
         let mut released = Vec::new();
         for address in addresses {
@@ -102,7 +103,7 @@ impl State {
     /// The node is confirmed gone: release all its allocations (with cooldown) and drop its
     /// lease. Its highest token stays in `max_tokens`.
     pub(crate) fn node_gone(&mut self, node: &str) -> Response {
-        let addresses: Vec<IpAddr> = self.idx.by_node.get(node).into_iter().flatten().collect();
+        let addresses: Vec<IpAddr> = self.idx.by_node.get(node).into_iter().flat_map(AddrSet::iter).collect();
         let released = addresses.into_iter().filter_map(|a| self.remove_allocation(a, true)).collect();
         self.leases.remove(node);
         Ok(Output::Released(Released { released }))
