@@ -69,10 +69,14 @@ impl StorageMemory {
                 .map(|name| db.cf_handle(name).and_then(|cf| db.property_int_value_cf(cf, property).ok().flatten()))
                 .collect()
         };
+        // The block cache is shared, so one family reports all of it.
+        let shared_cache = db
+            .cf_handle(CF_LOGS)
+            .and_then(|cf| db.property_int_value_cf(cf, "rocksdb.block-cache-usage").ok().flatten());
         let kinds = [
             ("memtables", per_family("rocksdb.cur-size-all-mem-tables").map(|v| v.iter().sum())),
             ("table_readers", per_family("rocksdb.estimate-table-readers-mem").map(|v| v.iter().sum())),
-            ("block_cache", per_family("rocksdb.block-cache-usage").and_then(|v| v.first().copied())),
+            ("block_cache", shared_cache),
         ];
         kinds.into_iter().filter_map(|(kind, bytes)| Some((kind, bytes?))).collect()
     }

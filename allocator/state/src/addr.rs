@@ -1,5 +1,5 @@
-//! [`AddrMap`], [`AddrSet`] and [`TaggedAddrSet`]: a `BTreeMap` and `BTreeSet`s keyed by
-//! address, kept per family. An `IpAddr` is 17 bytes. An IPv4 key here is its `u32`; an IPv6
+//! [`AddrMap`], [`AddrSet`] and [`TaggedAddrSet`]: a `BTreeMap` and two sets keyed by address,
+//! kept per family. An `IpAddr` is 17 bytes. An IPv4 key here is its `u32`; an IPv6
 //! address is split into its upper 64 bits (one outer entry per /64, of which a pool has one or
 //! a few) and its lower 64 bits (the key of the inner tree). The state holds one entry per
 //! allocation in each of three such structures, and B-tree leaves filled in address order stay
@@ -176,80 +176,35 @@ impl<V> FromIterator<(IpAddr, V)> for AddrMap<V> {
     }
 }
 
-/// A set of addresses, in address order.
+/// A set of addresses, in address order: an [`AddrMap`] of `()` (as `BTreeSet` is a `BTreeMap`
+/// of a zero-sized value, so the layout is a set's).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct AddrSet {
-    v4: BTreeSet<u32>,
-    /// Upper half → lower halves; no inner set is empty.
-    v6: BTreeMap<u64, BTreeSet<u64>>,
-}
+pub(crate) struct AddrSet(AddrMap<()>);
 
 impl AddrSet {
     pub(crate) fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.0.len() == 0
     }
 
     /// Whether the address was not in the set.
     pub(crate) fn insert(&mut self, address: IpAddr) -> bool {
-        match address {
-            IpAddr::V4(a) => self.v4.insert(u32::from(a)),
-            IpAddr::V6(a) => {
-                let (hi, lo) = halves(a);
-                self.v6.entry(hi).or_default().insert(lo)
-            }
-        }
+        self.0.insert(address, ()).is_none()
     }
 
     /// Whether the address was in the set.
     pub(crate) fn remove(&mut self, address: &IpAddr) -> bool {
-        match address {
-            IpAddr::V4(a) => self.v4.remove(&u32::from(*a)),
-            IpAddr::V6(a) => {
-                let (hi, lo) = halves(*a);
-                let Some(inner) = self.v6.get_mut(&hi) else { return false };
-                let removed = inner.remove(&lo);
-                if inner.is_empty() {
-                    self.v6.remove(&hi);
-                }
-                removed
-            }
-        }
+        self.0.remove(address).is_some()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = IpAddr> {
-        let a4 = self.v4.iter().map(|k| v4(*k));
-        let a6 = self.v6.iter().flat_map(|(hi, inner)| inner.iter().map(move |lo| v6(*hi, *lo)));
-        a4.chain(a6)
+        self.0.iter().map(|(a, _)| a)
     }
 }
 
 impl FromIterator<IpAddr> for AddrSet {
     /// Built in bulk when the addresses come in order.
     fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> Self {
-        let mut a4 = Vec::new();
-        let mut a6: Vec<(u64, Vec<u64>)> = Vec::new();
-        for address in iter {
-            match address {
-                IpAddr::V4(a) => a4.push(u32::from(a)),
-                IpAddr::V6(a) => {
-                    let (hi, lo) = halves(a);
-                    match a6.last_mut() {
-                        Some((last, inner)) if *last == hi => inner.push(lo),
-                        _ => a6.push((hi, vec![lo])),
-                    }
-                }
-            }
-        }
-        let mut set = AddrSet { v4: a4.into_iter().collect(), v6: BTreeMap::new() };
-        for (hi, inner) in a6 {
-            match set.v6.get_mut(&hi) {
-                Some(tree) => tree.extend(inner),
-                None => {
-                    set.v6.insert(hi, inner.into_iter().collect());
-                }
-            }
-        }
-        set
+        AddrSet(iter.into_iter().map(|a| (a, ())).collect())
     }
 }
 
