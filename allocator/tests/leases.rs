@@ -96,7 +96,9 @@ async fn keep_alives_hold_a_lease_and_write_nothing_to_the_log() {
     let client = cluster.client_via(2);
     let lease = client.grant_lease("node-k", Duration::from_millis(800)).await.unwrap();
     let leader = cluster.leader_async(Duration::from_secs(5)).await;
-    let before = client.status_at(leader).await.unwrap();
+    // `status_at` takes an index into the client's endpoints; `client_via(2)` rotated them.
+    let status = cluster.client();
+    let before = status.status_at(leader).await.unwrap();
     let until = Instant::now() + Duration::from_secs(3);
     let mut renewals = 0;
     while Instant::now() < until {
@@ -104,7 +106,7 @@ async fn keep_alives_hold_a_lease_and_write_nothing_to_the_log() {
         renewals += 1;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let after = client.status_at(leader).await.unwrap();
+    let after = status.status_at(leader).await.unwrap();
     assert_eq!(lease_state(&cluster, "node-k").await.unwrap().state, LeaseState::Active);
     let (entries, elections) = (after.committed - before.committed, after.term - before.term);
     println!(

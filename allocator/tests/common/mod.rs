@@ -21,7 +21,7 @@ pub fn pool(name: &str, cidr: &str) -> PoolSpec {
 }
 
 /// A free loopback port: bound to port 0, then released for the child to bind. (A port can in
-/// principle be taken by someone else in between; the harness retries start-up once.)
+/// principle be taken by someone else in between; `Cluster::start` then starts afresh.)
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -57,23 +57,55 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` replicas founding one cluster and waits until there is a leader.
     pub async fn start(n: usize, extra_args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let replicas: Vec<Replica> = (1..=n as u64)
-            .map(|id| Replica {
-                id,
-                grpc: format!("127.0.0.1:{}", free_port()),
-                rest: format!("127.0.0.1:{}", free_port()),
-                data_dir: dir.path().join(format!("r{id}")),
-                child: None,
-                log: dir.path().join(format!("r{id}.log")),
-            })
-            .collect();
-        let mut cluster = Cluster { dir, replicas, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
-        for i in 0..n {
-            cluster.spawn(i);
+        let extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut cluster = Cluster { dir: tempfile::tempdir().unwrap(), replicas: Vec::new(), extra_args };
+        // A port picked by `free_port` can be taken (e.g. as the local port of some outgoing
+        // connection) before the replica binds it; the replica then exits. Such an attempt is
+        // thrown away and the cluster is started afresh on new ports and in new directories.
+        for attempt in 1..=3 {
+            let dir = cluster.dir.path().to_owned();
+            cluster.replicas = (1..=n as u64)
+                .map(|id| Replica {
+                    id,
+                    grpc: format!("127.0.0.1:{}", free_port()),
+                    rest: format!("127.0.0.1:{}", free_port()),
+                    data_dir: dir.join(format!("a{attempt}-r{id}")),
+                    child: None,
+                    log: dir.join(format!("a{attempt}-r{id}.log")),
+                })
+                .collect();
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            if cluster.wait_all_serving(Duration::from_secs(30)).await {
+                cluster.leader_async(Duration::from_secs(20)).await;
+                return cluster;
+            }
+            eprintln!("cluster start-up attempt {attempt} failed; its logs follow, then a retry on new ports");
+            cluster.dump_logs();
+            for i in 0..n {
+                cluster.kill(i);
+            }
         }
-        cluster.leader_async(Duration::from_secs(20)).await;
-        cluster
+        panic!("the cluster did not start in 3 attempts");
+    }
+
+    /// Whether every replica answers a gRPC status call before `timeout`; false as soon as one
+    /// of the processes has exited.
+    async fn wait_all_serving(&mut self, timeout: Duration) -> bool {
+        let client = self.client();
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.replicas.len() {
+            while client.status_at(i).await.is_err() {
+                let exited = self.replicas[i].child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+                if exited || Instant::now() > deadline {
+                    eprintln!("replica {} is not serving (exited: {exited})", self.replicas[i].id);
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        true
     }
 
     pub fn initial_cluster(&self) -> String {
