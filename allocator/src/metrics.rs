@@ -54,6 +54,10 @@ fn describe() {
     describe_histogram!("hc_allocator_raft_log_sync_batch", "Appends covered by one WAL sync.");
     describe_counter!("hc_allocator_raft_log_appended_entries_total", "Entries appended to this replica's log.");
     describe_counter!("hc_allocator_raft_applied_entries_total", "Entries applied to the state machine.");
+    describe_counter!(
+        "hc_allocator_raft_replication_failures_total",
+        "Replication streams to a peer that failed to open or broke, by target replica id and stage (open, stream)."
+    );
     describe_histogram!(
         "hc_allocator_raft_snapshot_build_seconds",
         Unit::Seconds,

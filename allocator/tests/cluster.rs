@@ -126,3 +126,51 @@ async fn leader_kill_under_load_loses_nothing_and_the_restarted_replica_catches_
     let (_, cl) = common::rest(&http, reqwest::Method::GET, &cluster.replicas[leader].rest, "/v1/cluster", None).await;
     assert!(cl["snapshot_index"].as_u64().unwrap_or(0) > 0, "restarted replica has no snapshot: {cl}");
 }
+
+/// Sum of `hc_allocator_raft_replication_failures_total` towards replica `target` on the
+/// `/metrics` page of replica `i`.
+async fn replication_failures(cluster: &Cluster, i: usize, target: u64) -> u64 {
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/metrics", cluster.replicas[i].rest);
+    let page = http.get(url).send().await.unwrap().text().await.unwrap();
+    let label = format!("target=\"{target}\"");
+    page.lines()
+        .filter(|l| l.starts_with("hc_allocator_raft_replication_failures_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_follower_is_redialed_at_the_backoff_pace_and_not_in_a_loop() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let client = cluster.client();
+    client.propose(&Command::CreatePool(pool("down", "10.22.0.0/16"))).await.unwrap();
+    let leader = cluster.leader_async(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % cluster.replicas.len();
+    let follower_id = cluster.replicas[follower].id;
+    cluster.kill(follower);
+
+    // Writes keep coming (each one wakes replication to every peer) while the follower is down.
+    let writer = cluster.client_via(leader);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = replication_failures(&cluster, leader, follower_id).await;
+    let window = Instant::now();
+    let mut writes = 0;
+    while window.elapsed() < Duration::from_secs(3) {
+        writer.allocate(None, common::request("down", &format!("w{writes}"))).await.unwrap();
+        writes += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = window.elapsed();
+    let failures = replication_failures(&cluster, leader, follower_id).await - before;
+    println!("follower down for {elapsed:?}: {failures} failed replication streams to it, {writes} writes meanwhile");
+    // Each 50 ms heartbeat dials once, and replication retries after openraft's 200 ms backoff:
+    // about 75 in 3 s. Redialing at once after each refusal made thousands (14,285 once).
+    assert!(failures >= 1, "the dead follower was not even tried");
+    let ms = elapsed.as_millis() as u64;
+    let bound = (ms / 50 + ms / 200) * 2 + 10;
+    assert!(
+        failures <= bound,
+        "{failures} failed streams to a dead follower in {elapsed:?} (at most {bound} expected)"
+    );
+}

@@ -116,6 +116,14 @@ struct Link {
 }
 
 impl Link {
+    /// Counts a failed replication stream to `target`: not opened (`open`), or broken after
+    /// opening (`stream`). A peer that is down adds an `open` per heartbeat and one
+    /// per replication backoff interval.
+    fn count_failure(self, stage: &'static str) {
+        metrics::counter!("hc_allocator_raft_replication_failures_total", "target" => self.target.to_string(), "stage" => stage)
+            .increment(1);
+    }
+
     fn timeout(self, action: RPCTypes, ttl: Duration) -> Timeout<TypeConfig> {
         Timeout { action, id: self.self_id, target: self.target, timeout: ttl }
     }
@@ -272,6 +280,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let mut client = self.client()?;
             let link = self.link;
             let target = link.target;
+            // Wait for openraft's first request before dialing. openraft applies its backoff
+            // from a peer that failed while it produces a request; were the stream opened
+            // first, a refused connection would fail before that, and openraft would redial
+            // at once, again and again, while the peer is down.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
+            let input = futures::stream::once(future::ready(first)).chain(input);
             // Openraft's request stream never ends by itself. End it when openraft drops the
             // response stream (session over, or the peer ended it), so the HTTP/2 stream closes
             // on both sides and the peer's graceful shutdown is not left waiting for it.
@@ -291,8 +308,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
             let opened = tokio::time::timeout(ttl, client.stream_append(requests)).await;
             let responses = match opened {
-                Err(_elapsed) => return Err(RPCError::Timeout(link.timeout(RPCTypes::AppendEntries, ttl))),
-                Ok(Err(status)) => return Err(link.status_error(RPCTypes::AppendEntries, ttl, &status)),
+                Err(_elapsed) => {
+                    link.count_failure("open");
+                    return Err(RPCError::Timeout(link.timeout(RPCTypes::AppendEntries, ttl)));
+                }
+                Ok(Err(status)) => {
+                    link.count_failure("open");
+                    return Err(link.status_error(RPCTypes::AppendEntries, ttl, &status));
+                }
                 Ok(Ok(responses)) => responses.into_inner(),
             };
             let results = responses.map(move |item| {
@@ -302,7 +325,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     Ok(msg) => {
                         codec::decode::<StreamAppendResult<TypeConfig>>(&msg.payload).map_err(|e| unreachable(&e))
                     }
-                    Err(status) => Err(link.status_error(RPCTypes::AppendEntries, ttl, &status)),
+                    Err(status) => {
+                        link.count_failure("stream");
+                        Err(link.status_error(RPCTypes::AppendEntries, ttl, &status))
+                    }
                 }
             });
             Ok(Box::pin(results) as BoxStream<'s, _>)
