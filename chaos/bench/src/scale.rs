@@ -3,9 +3,11 @@
 //!
 //! For each pool family, in this order:
 //! 1. start the cluster, create the pool, read each replica's resident memory (the baseline);
-//! 2. fill 1,000 allocations, then time `probe` more with a fixed number of clients (latency at 1k);
+//! 2. fill 1,000 allocations, wait until every replica is quiet (under 5 % of a core), then time
+//!    `probe` more with a fixed number of clients (latency at 1k);
 //! 3. fill up to the target count with many clients;
-//! 4. time `probe` more allocations (latency at the target), then keep allocating until a
+//! 4. wait until the replicas are quiet again (the fill's last snapshots and compactions done),
+//!    time `probe` more allocations (latency at the target), then keep allocating until a
 //!    snapshot of the full state has been built, and read its size and build time from the
 //!    leader's `/metrics`;
 //! 5. read each replica's resident memory again: (now − baseline) / allocations;
@@ -83,6 +85,9 @@ pub struct Probe {
     pub allocations_per_sec: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// How long the replicas took to go quiet (background snapshots, flushes, compactions of
+    /// the allocations before) before the probe started; `None` if they did not within the cap.
+    pub settled_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -306,9 +311,10 @@ async fn drive(clients: &[Arc<Client>], pool: &str, tag: &str, count: u64) -> Dr
     all
 }
 
-fn probe_of(d: &mut Driven, state_allocations: u64, clients: usize) -> Probe {
+fn probe_of(d: &mut Driven, state_allocations: u64, clients: usize, settled_secs: Option<f64>) -> Probe {
     let s = summarize(&mut d.latencies_us);
     Probe {
+        settled_secs,
         state_allocations,
         allocations: d.acked.len() as u64,
         clients,
@@ -316,6 +322,33 @@ fn probe_of(d: &mut Driven, state_allocations: u64, clients: usize) -> Probe {
         p50_ms: s.as_ref().map(|s| s.p50_ms),
         p99_ms: s.as_ref().map(|s| s.p99_ms),
     }
+}
+
+/// Replicas below this share of a core are quiet.
+const QUIET_CORES: f64 = 0.05;
+/// Longest wait for quiet replicas before a latency probe.
+const SETTLE_CAP: Duration = Duration::from_secs(60);
+
+/// Waits until every replica has used under `QUIET_CORES` over a 250 ms window, so that both
+/// latency probes start alike: not inside the snapshot, memtable flush or compaction that the
+/// allocations before them set off (at 1k those take milliseconds, at 1M up to a second per
+/// replica on these 2 cores). Returns the time waited, or `None` after `SETTLE_CAP`.
+async fn settle(sup: &Supervisor, cluster: &HcCluster) -> Option<f64> {
+    let started = std::time::Instant::now();
+    let window = Duration::from_millis(250);
+    let procs = cluster.procs();
+    while started.elapsed() < SETTLE_CAP {
+        let before: Vec<Option<Duration>> = procs.iter().map(|&p| sup.cpu_time(p)).collect();
+        sleep(window).await;
+        let quiet = procs.iter().zip(&before).all(|(&p, b)| match (b, sup.cpu_time(p)) {
+            (Some(b), Some(a)) => a.saturating_sub(*b).as_secs_f64() < QUIET_CORES * window.as_secs_f64(),
+            _ => true,
+        });
+        if quiet {
+            return Some(started.elapsed().as_secs_f64());
+        }
+    }
+    None
 }
 
 fn clients(cluster: &HcCluster, n: usize) -> Result<Vec<Arc<Client>>, BenchError> {
@@ -501,8 +534,9 @@ async fn run_family(
     // Latency at 1k.
     let small = SMALL_STATE.min(sc.allocations);
     ledger.record(drive(&fill_clients, pool, "pre", small).await);
+    let settled = settle(sup, &cluster).await;
     let mut d = drive(&probe_clients, pool, "p1k", sc.probe_allocations).await;
-    let at_1k = probe_of(&mut d, small, sc.probe_clients);
+    let at_1k = probe_of(&mut d, small, sc.probe_clients, settled);
     ledger.record(d);
 
     // Fill.
@@ -520,8 +554,9 @@ async fn run_family(
     let leader_rest = cluster.addrs(leader).1.to_owned();
     let before = scrape(&http, &leader_rest).await?;
     let (sum0, count0) = (metric(&before, BUILD_SUM).unwrap_or(0.0), metric(&before, BUILD_COUNT).unwrap_or(0.0));
+    let settled = settle(sup, &cluster).await;
     let mut d = drive(&probe_clients, pool, "pfull", sc.probe_allocations).await;
-    let at_full = probe_of(&mut d, full, sc.probe_clients);
+    let at_full = probe_of(&mut d, full, sc.probe_clients, settled);
     ledger.record(d);
     // A snapshot of the full state, built on the leader now: the replicas' own policy defers
     // snapshots until the log since the last one is a share of the state, so one may not come
@@ -742,6 +777,14 @@ pub fn render(results: &[ScaleResult]) -> String {
             r.at_full.allocations_per_sec,
             opt(r.p50_ratio, 2),
             opt(r.p99_ratio, 2),
+        );
+        let _ = writeln!(
+            s,
+            "  replicas quiet before the probes after {} s (at {}) and {} s (at {})",
+            opt(r.at_1k.settled_secs, 2),
+            r.at_1k.state_allocations,
+            opt(r.at_full.settled_secs, 2),
+            r.at_full.state_allocations,
         );
         let _ = writeln!(
             s,
