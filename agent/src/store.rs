@@ -1,18 +1,35 @@
-//! The local record of attachments: one JSON file per (container id, interface) in the state
-//! directory, written atomically, so the agent knows after a restart what it built and what the
+//! The local record of attachments: an append-only journal in the state directory
+//! (`attachments.journal`), so the agent knows after a restart what it built and what the
 //! allocator should still hold for this node.
+//!
+//! Each ADD appends a `put` entry and each DEL a `del` entry, and the call returns only once the
+//! entry is on disk (one `fdatasync`; concurrent calls share the disk's flushes). The file is
+//! rewritten with the live records only when the agent starts and when dead entries outnumber
+//! live ones, through a temporary file, an fsync and a rename.
+//!
+//! Format: the 8-byte magic `hcjrnl1\n`, then entries of `length: u32 LE | crc32: u32 LE |
+//! JSON`. A crash can leave a torn last entry, whose call never returned; on open, replay stops
+//! at the first entry whose length or checksum does not hold and the rest is dropped (with a
+//! warning), as RocksDB's point-in-time recovery does. A whole entry that is not a record is
+//! an error: an operator must look at it, as the address it names would otherwise leak or,
+//! worse, be released under a running pod.
+//!
+//! Records of older agents (one `<container>@<ifname>.json` file each) are taken into the
+//! journal on open, and their files are then removed.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use hc_cni::protocol::Plugin;
 use hc_cni::result::CniResult;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
 use crate::datapath::{AttachmentId, DesiredAttachment};
 
@@ -51,6 +68,33 @@ pub enum StoreError {
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+}
+
+/// One journal entry.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Entry<R, I> {
+    Put(R),
+    Del(I),
+}
+
+const JOURNAL: &str = "attachments.journal";
+const MAGIC: &[u8; 8] = b"hcjrnl1\n";
+/// Length and checksum in front of each entry.
+const FRAME_HEADER: usize = 8;
+/// Dead entries tolerated beyond the live ones before the journal is rewritten.
+const COMPACT_SLACK: u64 = 1024;
+
+/// The journal file open for appending.
+#[derive(Debug)]
+struct Journal {
+    file: File,
+    /// Bytes in the file.
+    len: u64,
+    /// Why nothing may be appended any more, after a failure that left the file unknown.
+    broken: Option<String>,
 }
 
 /// The records on disk and their in-memory copy.
@@ -65,34 +109,48 @@ pub struct Store {
     /// Host veth names of the recorded hc-bridge attachments, so that a kernel link event can
     /// be matched to a pod without hashing every record's name. Changed under `records`' lock.
     ports: Mutex<HashSet<String>>,
+    /// The open journal. Appends hold the mutex for the `write` only; the flush runs outside it.
+    journal: Mutex<Journal>,
+    /// Held shared from an append to the map update after its flush, and exclusively by a
+    /// rewrite, so that a rewrite sees every entry appended to the file it replaces.
+    rewrite: RwLock<()>,
+    /// Entries in the journal file (live or dead).
+    entries: AtomicU64,
 }
 
 impl Store {
-    /// Opens (creating) `dir` and loads every record. Leftover temporary files from a crash
-    /// mid-write are removed; a corrupt record is an error (an operator must look at it, as the
-    /// address it names would otherwise leak or, worse, be released under a running pod).
+    /// Opens (creating) `dir`, loads the journal and any older per-file records, and rewrites
+    /// the journal with the live records (dropping a torn tail and taking the older files in).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let io = |op, source| StoreError::Io { op, path: dir.to_path_buf(), source };
         fs::create_dir_all(dir).map_err(|e| io("create", e))?;
-        let mut records = BTreeMap::new();
-        for entry in fs::read_dir(dir).map_err(|e| io("read", e))? {
-            let path = entry.map_err(|e| io("read", e))?.path();
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("json") => {
-                    let bytes =
-                        fs::read(&path).map_err(|source| StoreError::Io { op: "read", path: path.clone(), source })?;
-                    let record: Record = serde_json::from_slice(&bytes)
-                        .map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
-                    records.insert(record.id(), record);
-                }
-                Some("tmp") => {
-                    let _ = fs::remove_file(&path);
-                }
-                _ => {}
-            }
+        let loaded = load(dir)?;
+        if let Some(torn) = &loaded.torn {
+            warn!(journal = %dir.join(JOURNAL).display(), "{torn}; the calls that wrote it never returned, so it is dropped");
         }
+        if !loaded.legacy.is_empty() {
+            info!(records = loaded.legacy.len(), "taking per-file attachment records into the journal");
+        }
+        let file = write_journal(dir, loaded.records.values())?;
+        for path in &loaded.legacy {
+            fs::remove_file(path).map_err(|source| StoreError::Io { op: "remove", path: path.clone(), source })?;
+        }
+        for path in &loaded.leftovers {
+            let _ = fs::remove_file(path);
+        }
+        if !loaded.legacy.is_empty() {
+            sync_dir(dir)?;
+        }
+        let records = loaded.records;
         let ports = records.values().filter_map(host_port).collect();
-        Ok(Store { dir: dir.to_path_buf(), records: Mutex::new(records), ports: Mutex::new(ports) })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            entries: AtomicU64::new(records.len() as u64),
+            records: Mutex::new(records),
+            ports: Mutex::new(ports),
+            journal: Mutex::new(file),
+            rewrite: RwLock::new(()),
+        })
     }
 
     pub fn get(&self, id: &AttachmentId) -> Option<Record> {
@@ -116,66 +174,230 @@ impl Store {
         self.len() == 0
     }
 
-    /// Writes the record durably (tmp + fsync + rename + fsync of the directory) before it is
-    /// visible: an ADD is answered only once its record would survive a crash, or a restarted
-    /// agent would reconcile the address away from a running pod. Blocks on the disk: call it
-    /// from async code through [`blocking`].
+    /// Writes the record durably before it is visible: an ADD is answered only once its record
+    /// would survive a crash, or a restarted agent would reconcile the address away from a
+    /// running pod. Blocks on the disk: call it from async code through [`blocking`].
     pub fn put(&self, record: Record) -> Result<(), StoreError> {
-        let path = self.path_of(&record.id());
-        let tmp = path.with_extension("tmp");
-        let io = |op, source| StoreError::Io { op, path: path.clone(), source };
-        let bytes =
-            serde_json::to_vec_pretty(&record).map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
+        let frame = frame(&Entry::<&Record, &AttachmentId>::Put(&record), &self.journal_path())?;
         {
-            let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
-            f.write_all(&bytes).map_err(|e| io("write", e))?;
-            f.sync_all().map_err(|e| io("fsync", e))?;
+            let _appending = self.rewrite.read().unwrap_or_else(|p| p.into_inner());
+            self.append(&frame)?;
+            let mut records = self.lock();
+            if let Some(port) = host_port(&record) {
+                self.ports.lock().unwrap_or_else(|p| p.into_inner()).insert(port);
+            }
+            records.insert(record.id(), record);
         }
-        fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
-        self.sync_dir()?;
-        let mut records = self.lock();
-        if let Some(port) = host_port(&record) {
-            self.ports.lock().unwrap_or_else(|p| p.into_inner()).insert(port);
-        }
-        records.insert(record.id(), record);
-        Ok(())
+        self.compact_if_due()
     }
 
     /// Removes the record; nothing there is fine. Durable for the same reason as `put`: a
     /// resurrected record would make a restarted agent claim an address it released. Blocks on
     /// the disk, like [`Store::put`].
     pub fn remove(&self, id: &AttachmentId) -> Result<(), StoreError> {
-        let path = self.path_of(id);
-        match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(StoreError::Io { op: "remove", path, source }),
+        if self.get(id).is_none() {
+            return Ok(());
         }
-        let mut records = self.lock();
-        if records.remove(id).is_some_and(|r| r.desired.is_some()) {
-            self.ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&id.host_veth());
+        let frame = frame(&Entry::<&Record, &AttachmentId>::Del(id), &self.journal_path())?;
+        {
+            let _appending = self.rewrite.read().unwrap_or_else(|p| p.into_inner());
+            self.append(&frame)?;
+            let mut records = self.lock();
+            if records.remove(id).is_some_and(|r| r.desired.is_some()) {
+                self.ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&id.host_veth());
+            }
         }
+        self.compact_if_due()
+    }
+
+    /// Appends one entry and flushes it. The flush runs outside the journal's mutex, so that
+    /// concurrent appends share the disk's flushes; each caller's own flush starts after its
+    /// write, so it covers it. A failed write is cut off again, so that no later entry lands
+    /// behind a partial one (replay would stop there); if that or a flush fails, what the file
+    /// holds is unknown and every later write is refused until the agent restarts.
+    fn append(&self, frame: &[u8]) -> Result<(), StoreError> {
+        let path = self.journal_path();
+        let io = |op, source| StoreError::Io { op, path: path.clone(), source };
+        let file = {
+            let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(why) = &journal.broken {
+                return Err(StoreError::Format { path, reason: format!("not written since {why}; restart hc-agent") });
+            }
+            if let Err(e) = journal.file.write_all(frame) {
+                let len = journal.len;
+                if let Err(te) = journal.file.set_len(len) {
+                    journal.broken = Some(format!("a failed append could not be cut off ({te})"));
+                }
+                return Err(io("append", e));
+            }
+            journal.len += frame.len() as u64;
+            journal.file.try_clone().map_err(|e| io("dup", e))?
+        };
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        file.sync_data().map_err(|e| {
+            self.journal.lock().unwrap_or_else(|p| p.into_inner()).broken = Some(format!("a failed fdatasync ({e})"));
+            io("fdatasync", e)
+        })
+    }
+
+    /// Rewrites the journal with the live records once dead entries outnumber them by
+    /// `COMPACT_SLACK`.
+    fn compact_if_due(&self) -> Result<(), StoreError> {
+        let due = |store: &Store| store.entries.load(Ordering::Relaxed) > 2 * store.len() as u64 + COMPACT_SLACK;
+        if !due(self) {
+            return Ok(());
+        }
+        let _exclusive = self.rewrite.write().unwrap_or_else(|p| p.into_inner());
+        if !due(self) {
+            return Ok(()); // another call rewrote it meanwhile
+        }
+        let records = self.lock().clone();
+        let file = write_journal(&self.dir, records.values())?;
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = file;
+        self.entries.store(records.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io {
-            op: "fsync",
-            path: self.dir.clone(),
-            source,
-        })
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<AttachmentId, Record>> {
         // A panic while holding the lock leaves a consistent map (updates are single inserts).
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// `<container id>@<ifname>.json`, bytes outside `[A-Za-z0-9_.-]` escaped as `%XX`, so any
-    /// id the runtime sends maps to one file name and back.
-    fn path_of(&self, id: &AttachmentId) -> PathBuf {
-        self.dir.join(format!("{}@{}.json", escape(&id.container_id), escape(&id.ifname)))
+/// The records in `dir` as an agent would load them, without changing anything there: for
+/// tools and tests that look at a state directory (also while an agent runs).
+pub fn recorded(dir: &Path) -> Result<Vec<Record>, StoreError> {
+    Ok(load(dir)?.records.into_values().collect())
+}
+
+/// What `dir` holds.
+struct Loaded {
+    records: BTreeMap<AttachmentId, Record>,
+    /// Why replay stopped before the end of the journal, if it did.
+    torn: Option<String>,
+    /// Per-file records of older agents.
+    legacy: Vec<PathBuf>,
+    /// Temporary files of an interrupted write.
+    leftovers: Vec<PathBuf>,
+}
+
+fn load(dir: &Path) -> Result<Loaded, StoreError> {
+    let mut loaded = Loaded { records: BTreeMap::new(), torn: None, legacy: Vec::new(), leftovers: Vec::new() };
+    let path = dir.join(JOURNAL);
+    match fs::read(&path) {
+        Ok(bytes) => loaded.torn = replay(&path, &bytes, &mut loaded.records)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(StoreError::Io { op: "read", path, source }),
     }
+    let read_dir =
+        fs::read_dir(dir).map_err(|source| StoreError::Io { op: "read", path: dir.to_path_buf(), source })?;
+    for entry in read_dir {
+        let path = entry.map_err(|source| StoreError::Io { op: "read", path: dir.to_path_buf(), source })?.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                let bytes =
+                    fs::read(&path).map_err(|source| StoreError::Io { op: "read", path: path.clone(), source })?;
+                let record: Record = serde_json::from_slice(&bytes)
+                    .map_err(|source| StoreError::Corrupt { path: path.clone(), source })?;
+                // A crash while taking these files in leaves them beside a journal that already
+                // holds them; the journal is newer.
+                loaded.records.entry(record.id()).or_insert(record);
+                loaded.legacy.push(path);
+            }
+            Some("tmp") => loaded.leftovers.push(path),
+            _ => {}
+        }
+    }
+    Ok(loaded)
+}
+
+/// Applies the journal's entries to `records`; returns why it stopped early, if it did.
+fn replay(
+    path: &Path,
+    bytes: &[u8],
+    records: &mut BTreeMap<AttachmentId, Record>,
+) -> Result<Option<String>, StoreError> {
+    if bytes.len() < MAGIC.len() {
+        // Torn while being created: nothing was ever recorded in it.
+        return Ok((!bytes.is_empty()).then(|| format!("a {}-byte journal without its header", bytes.len())));
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err(StoreError::Format { path: path.to_path_buf(), reason: "not an hc-agent journal".into() });
+    }
+    let mut at = MAGIC.len();
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let torn = |what: &str| Some(format!("{what} at byte {at}, {} bytes from the end", rest.len()));
+        let Some((header, after)) = rest.split_first_chunk::<FRAME_HEADER>() else {
+            return Ok(torn("a partial entry header"));
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let Some(payload) = after.get(..len) else {
+            return Ok(torn("an entry longer than the file"));
+        };
+        if crc32fast::hash(payload) != crc {
+            return Ok(torn("an entry whose checksum does not match"));
+        }
+        let entry: Entry<Record, AttachmentId> = serde_json::from_slice(payload)
+            .map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })?;
+        match entry {
+            Entry::Put(r) => {
+                records.insert(r.id(), r);
+            }
+            Entry::Del(id) => {
+                records.remove(&id);
+            }
+        }
+        at += FRAME_HEADER + len;
+    }
+    Ok(None)
+}
+
+fn frame<R: Serialize, I: Serialize>(entry: &Entry<R, I>, path: &Path) -> Result<Vec<u8>, StoreError> {
+    let payload =
+        serde_json::to_vec(entry).map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })?;
+    let len = u32::try_from(payload.len())
+        .map_err(|_| StoreError::Format { path: path.to_path_buf(), reason: "record too large".into() })?;
+    let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Writes a journal holding `records` (temporary file, fsync, rename, fsync of the directory)
+/// and returns it open for appending.
+fn write_journal<'a>(dir: &Path, records: impl Iterator<Item = &'a Record>) -> Result<Journal, StoreError> {
+    let path = dir.join(JOURNAL);
+    let tmp = dir.join(format!("{JOURNAL}.tmp"));
+    let io = |op, source| StoreError::Io { op, path: tmp.clone(), source };
+    let mut bytes = MAGIC.to_vec();
+    for r in records {
+        bytes.extend(frame(&Entry::<&Record, &AttachmentId>::Put(r), &path)?);
+    }
+    {
+        let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
+        f.write_all(&bytes).map_err(|e| io("write", e))?;
+        f.sync_all().map_err(|e| io("fsync", e))?;
+    }
+    fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+    sync_dir(dir)?;
+    let file =
+        OpenOptions::new().append(true).open(&path).map_err(|source| StoreError::Io { op: "open", path, source })?;
+    Ok(Journal { file, len: bytes.len() as u64, broken: None })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io {
+        op: "fsync",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Runs `f`, which blocks on the disk (an fsync takes milliseconds on a busy disk), without
@@ -191,18 +413,6 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// The host veth of an attachment whose datapath the agent built.
 fn host_port(record: &Record) -> Option<String> {
     record.desired.as_ref().map(|_| record.id().host_veth())
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && !out.is_empty()) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -227,6 +437,10 @@ mod tests {
         }
     }
 
+    fn journal_len(dir: &Path) -> u64 {
+        fs::metadata(dir.join(JOURNAL)).expect("journal").len()
+    }
+
     #[test]
     fn records_survive_a_reopen_and_removal_is_durable() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -236,27 +450,125 @@ mod tests {
         store.put(record("c1", "net1")).expect("put");
         store.remove(&record("c1", "net1").id()).expect("remove");
         store.remove(&record("never", "eth0").id()).expect("removing nothing is fine");
-        std::fs::write(dir.path().join("c9@eth0.tmp"), b"{half").expect("tmp");
+        std::fs::write(dir.path().join(format!("{JOURNAL}.tmp")), b"half").expect("tmp");
+        // What a second process reads while the agent runs.
+        assert_eq!(recorded(dir.path()).expect("recorded"), vec![record("c/2..", "eth0"), record("c1", "eth0")]);
+        drop(store);
         let reopened = Store::open(dir.path()).expect("reopen");
         assert_eq!(reopened.all(), vec![record("c/2..", "eth0"), record("c1", "eth0")]);
         assert!(reopened.has_port(&record("c1", "eth0").id().host_veth()));
         assert!(!reopened.has_port(&record("c1", "net1").id().host_veth()), "removed");
-        assert!(store.has_port(&record("c/2..", "eth0").id().host_veth()));
-        assert!(!store.has_port(&record("c1", "net1").id().host_veth()), "removed");
-        assert!(!dir.path().join("c9@eth0.tmp").exists());
+        assert!(!dir.path().join(format!("{JOURNAL}.tmp")).exists());
+        // Reopening rewrote the journal with the live records only.
+        let live = journal_len(dir.path());
+        reopened.put(record("c3", "eth0")).expect("put");
+        assert!(journal_len(dir.path()) > live, "a put appends");
     }
 
     #[test]
-    fn file_names_are_escaped_and_distinct() {
-        assert_eq!(escape("abc-1_2.x"), "abc-1_2.x");
-        assert_eq!(escape("../x"), "%2E.%2Fx");
-        assert_ne!(escape("a@b"), escape("a%40b"));
-    }
-
-    #[test]
-    fn a_corrupt_record_is_an_error() {
+    fn a_torn_last_entry_is_dropped_and_the_rest_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("c1@eth0.json"), b"{").expect("write");
+        let store = Store::open(dir.path()).expect("open");
+        store.put(record("c1", "eth0")).expect("put");
+        store.put(record("c2", "eth0")).expect("put");
+        drop(store);
+        // A crash in the middle of appending the second entry: the file ends inside it.
+        let path = dir.path().join(JOURNAL);
+        let full = journal_len(dir.path());
+        let one_entry = frame(&Entry::<&Record, &AttachmentId>::Put(&record("c2", "eth0")), &path).expect("frame");
+        for cut in [1, 5, FRAME_HEADER + 3, one_entry.len() - 1] {
+            let f = OpenOptions::new().write(true).open(&path).expect("open");
+            f.set_len(full - cut as u64).expect("truncate");
+            let reopened = Store::open(dir.path()).expect("a torn tail is not an error");
+            assert_eq!(reopened.all(), vec![record("c1", "eth0")], "cut {cut} bytes off the end");
+            reopened.put(record("c2", "eth0")).expect("put after recovery");
+            drop(reopened);
+            assert_eq!(Store::open(dir.path()).expect("reopen").len(), 2, "appends after a recovery are readable");
+        }
+        // A flipped bit in the last entry: its checksum fails, so it is a torn write as well.
+        let mut bytes = fs::read(&path).expect("read");
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x20;
+        fs::write(&path, &bytes).expect("write");
+        assert_eq!(Store::open(dir.path()).expect("open").all(), vec![record("c1", "eth0")]);
+    }
+
+    #[test]
+    fn a_checksummed_entry_that_is_not_a_record_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(JOURNAL);
+        let mut bytes = MAGIC.to_vec();
+        let payload = br#"{"put":{"container_id":"c1"}}"#;
+        bytes.extend((payload.len() as u32).to_le_bytes());
+        bytes.extend(crc32fast::hash(payload).to_le_bytes());
+        bytes.extend(payload);
+        fs::write(&path, &bytes).expect("write");
         assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { .. })));
+        fs::write(&path, b"something else entirely").expect("write");
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Format { .. })));
+    }
+
+    #[test]
+    fn per_file_records_of_older_agents_are_taken_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, r) in [("c1@eth0.json", record("c1", "eth0")), ("c%2F2@eth0.json", record("c/2", "eth0"))] {
+            fs::write(dir.path().join(name), serde_json::to_vec_pretty(&r).expect("json")).expect("write");
+        }
+        fs::write(dir.path().join("c9@eth0.tmp"), b"{half").expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.all(), vec![record("c/2", "eth0"), record("c1", "eth0")]);
+        let left: Vec<_> = fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(JOURNAL)], "the old files are gone");
+        drop(store);
+        assert_eq!(Store::open(dir.path()).expect("reopen").len(), 2);
+        // A corrupt per-file record is still an error.
+        fs::write(dir.path().join("c3@eth0.json"), b"{").expect("write");
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn churn_rewrites_the_journal_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.put(record("keep", "eth0")).expect("put");
+        let mut peak = 0;
+        for i in 0..1500 {
+            let r = record(&format!("c{i}"), "eth0");
+            store.put(r.clone()).expect("put");
+            store.remove(&r.id()).expect("remove");
+            peak = peak.max(journal_len(dir.path()));
+        }
+        let entries = store.entries.load(Ordering::Relaxed);
+        assert!(entries <= 2 + COMPACT_SLACK + 2, "{entries} entries: the journal was never rewritten");
+        assert!(journal_len(dir.path()) < peak, "rewritten smaller");
+        drop(store);
+        assert_eq!(Store::open(dir.path()).expect("reopen").all(), vec![record("keep", "eth0")]);
+    }
+
+    #[test]
+    fn concurrent_puts_all_survive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = std::sync::Arc::new(Store::open(dir.path()).expect("open"));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let r = record(&format!("t{t}-{i}"), "eth0");
+                        store.put(r.clone()).expect("put");
+                        if i % 2 == 0 {
+                            store.remove(&r.id()).expect("remove");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(store.len(), 800);
+        let in_memory = store.all();
+        drop(store);
+        assert_eq!(Store::open(dir.path()).expect("reopen").all(), in_memory);
     }
 }

@@ -50,6 +50,6 @@ async fn two_pods_reach_each_other_and_del_releases() -> Result<()> {
     eprintln!("exec'd hc-bridge ADD: first {first_add:?} (bridge created), second {second_add:?}; two DELs {dels:?}");
     // DEL is idempotent: nothing left to delete is success.
     hc_bridge(&env, "c1", &p1, "DEL", cfg.clone()).ok();
-    assert!(std::fs::read_dir(&env.agent.state_dir)?.next().is_none(), "records left behind");
+    assert!(hc_agent::store::recorded(&env.agent.state_dir)?.is_empty(), "record left behind");
     Ok(())
 }

@@ -8,7 +8,6 @@ mod alloc;
 mod common;
 mod e2e;
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -77,6 +76,6 @@ async fn podman_container_gets_its_address_and_route() -> Result<()> {
     assert!(stdout.contains("default via 10.96.0.1"), "no default route via the gateway: {stdout}");
     // --rm: podman ran DEL, which released the address.
     assert!(env.allocations().await.is_empty(), "address not released: {:?}", env.allocations().await);
-    assert!(Path::new(&env.agent.state_dir).read_dir()?.next().is_none(), "record left behind");
+    assert!(hc_agent::store::recorded(&env.agent.state_dir)?.is_empty(), "record left behind");
     Ok(())
 }

@@ -22,7 +22,7 @@ async fn nothing_left(env: &Env, cid: &str, pod: Option<&Netns>) -> Result<()> {
         assert!(pod.link("eth0")?.is_none(), "eth0 of {cid} left behind");
     }
     assert!(env.allocations().await.iter().all(|a| a.owner.container_id != cid), "address of {cid} left allocated");
-    assert!(std::fs::read_dir(&env.agent.state_dir)?.next().is_none(), "record left behind");
+    assert!(hc_agent::store::recorded(&env.agent.state_dir)?.is_empty(), "record left behind");
     Ok(())
 }
 
