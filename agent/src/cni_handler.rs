@@ -298,8 +298,7 @@ impl Agent {
             Err(e) => return Err(self.ipam_error(e, &fence)),
         }
         for r in &stale {
-            self.store
-                .remove(&r.id())
+            store::blocking(|| self.store.remove(&r.id()))
                 .map_err(|e| AgentError::new(code::IO_FAILURE, format!("cannot forget {}: {e}", r.container_id)))?;
         }
         metrics::attachments(self.store.len());

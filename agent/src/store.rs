@@ -23,7 +23,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hc_cni::protocol::Plugin;
 use hc_cni::result::CniResult;
@@ -90,10 +90,11 @@ const COMPACT_SLACK: u64 = 1024;
 /// The journal file open for appending.
 #[derive(Debug)]
 struct Journal {
-    file: File,
-    /// Bytes in the file.
+    /// Shared with the flushes, which run outside the journal's mutex.
+    file: Arc<File>,
+    /// Bytes written to the file.
     len: u64,
-    /// Why nothing may be appended any more, after a failure that left the file unknown.
+    /// Why nothing may be written any more, after a failure that left the file unknown.
     broken: Option<String>,
 }
 
@@ -111,11 +112,20 @@ pub struct Store {
     ports: Mutex<HashSet<String>>,
     /// The open journal. Appends hold the mutex for the `write` only; the flush runs outside it.
     journal: Mutex<Journal>,
+    /// Bytes of the journal known to be on disk. One flush runs at a time, under this mutex, and
+    /// an append whose bytes an earlier flush covered returns without one (group commit). A
+    /// flush's result is thus known to every append it covers: Linux reports a failed writeback
+    /// to only one `fdatasync` of a file.
+    durable: Mutex<u64>,
     /// Held shared from an append to the map update after its flush, and exclusively by a
     /// rewrite, so that a rewrite sees every entry appended to the file it replaces.
     rewrite: RwLock<()>,
     /// Entries in the journal file (live or dead).
     entries: AtomicU64,
+    /// Entries beyond which the journal is next rewritten; pushed further after a failed rewrite.
+    rewrite_at: AtomicU64,
+    /// Dead entries tolerated beyond the live ones (`COMPACT_SLACK`; lower in tests).
+    slack: u64,
 }
 
 impl Store {
@@ -126,12 +136,25 @@ impl Store {
         fs::create_dir_all(dir).map_err(|e| io("create", e))?;
         let loaded = load(dir)?;
         if let Some(torn) = &loaded.torn {
-            warn!(journal = %dir.join(JOURNAL).display(), "{torn}; the calls that wrote it never returned, so it is dropped");
+            // Kept for an operator: the rewrite below replaces the file.
+            let aside = dir.join(format!("{JOURNAL}.torn"));
+            fs::copy(dir.join(JOURNAL), &aside).map_err(|source| StoreError::Io {
+                op: "copy",
+                path: aside.clone(),
+                source,
+            })?;
+            warn!(
+                journal = %dir.join(JOURNAL).display(), copy = %aside.display(),
+                "{torn}; the calls that wrote it never returned, so it is dropped"
+            );
         }
         if !loaded.legacy.is_empty() {
             info!(records = loaded.legacy.len(), "taking per-file attachment records into the journal");
         }
-        let file = write_journal(dir, loaded.records.values())?;
+        let journal = write_journal(dir, loaded.records.values())?;
+        if let Some(why) = journal.broken {
+            return Err(StoreError::Format { path: dir.join(JOURNAL), reason: why });
+        }
         for path in &loaded.legacy {
             fs::remove_file(path).map_err(|source| StoreError::Io { op: "remove", path: path.clone(), source })?;
         }
@@ -143,12 +166,16 @@ impl Store {
         }
         let records = loaded.records;
         let ports = records.values().filter_map(host_port).collect();
+        let live = records.len() as u64;
         Ok(Store {
             dir: dir.to_path_buf(),
-            entries: AtomicU64::new(records.len() as u64),
+            entries: AtomicU64::new(live),
+            rewrite_at: AtomicU64::new(2 * live + COMPACT_SLACK),
+            slack: COMPACT_SLACK,
             records: Mutex::new(records),
             ports: Mutex::new(ports),
-            journal: Mutex::new(file),
+            durable: Mutex::new(journal.len),
+            journal: Mutex::new(journal),
             rewrite: RwLock::new(()),
         })
     }
@@ -188,13 +215,18 @@ impl Store {
             }
             records.insert(record.id(), record);
         }
-        self.compact_if_due()
+        self.compact_if_due();
+        Ok(())
     }
 
     /// Removes the record; nothing there is fine. Durable for the same reason as `put`: a
     /// resurrected record would make a restarted agent claim an address it released. Blocks on
-    /// the disk, like [`Store::put`].
+    /// the disk, like [`Store::put`]. Refused while the journal is broken, also for a record
+    /// not in memory: a put that failed in its flush may still be on disk.
     pub fn remove(&self, id: &AttachmentId) -> Result<(), StoreError> {
+        if let Some(why) = &self.journal.lock().unwrap_or_else(|p| p.into_inner()).broken {
+            return Err(self.broken_error(why));
+        }
         if self.get(id).is_none() {
             return Ok(());
         }
@@ -207,55 +239,97 @@ impl Store {
                 self.ports.lock().unwrap_or_else(|p| p.into_inner()).remove(&id.host_veth());
             }
         }
-        self.compact_if_due()
+        self.compact_if_due();
+        Ok(())
     }
 
-    /// Appends one entry and flushes it. The flush runs outside the journal's mutex, so that
-    /// concurrent appends share the disk's flushes; each caller's own flush starts after its
-    /// write, so it covers it. A failed write is cut off again, so that no later entry lands
-    /// behind a partial one (replay would stop there); if that or a flush fails, what the file
-    /// holds is unknown and every later write is refused until the agent restarts.
+    /// Appends one entry and returns once it is on disk. A failed write is cut off again, so
+    /// that no later entry lands behind a partial one (replay would stop there); if that or a
+    /// flush fails, what the file holds is unknown and every later write is refused until the
+    /// agent restarts.
     fn append(&self, frame: &[u8]) -> Result<(), StoreError> {
         let path = self.journal_path();
-        let io = |op, source| StoreError::Io { op, path: path.clone(), source };
-        let file = {
+        let end = {
             let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(why) = &journal.broken {
-                return Err(StoreError::Format { path, reason: format!("not written since {why}; restart hc-agent") });
+                return Err(self.broken_error(why));
             }
-            if let Err(e) = journal.file.write_all(frame) {
+            if let Err(e) = (&*journal.file).write_all(frame) {
                 let len = journal.len;
                 if let Err(te) = journal.file.set_len(len) {
                     journal.broken = Some(format!("a failed append could not be cut off ({te})"));
                 }
-                return Err(io("append", e));
+                return Err(StoreError::Io { op: "append", path, source: e });
             }
             journal.len += frame.len() as u64;
-            journal.file.try_clone().map_err(|e| io("dup", e))?
+            journal.len
         };
         self.entries.fetch_add(1, Ordering::Relaxed);
-        file.sync_data().map_err(|e| {
-            self.journal.lock().unwrap_or_else(|p| p.into_inner()).broken = Some(format!("a failed fdatasync ({e})"));
-            io("fdatasync", e)
-        })
+        self.flush_to(end)
     }
 
-    /// Rewrites the journal with the live records once dead entries outnumber them by
-    /// `COMPACT_SLACK`.
-    fn compact_if_due(&self) -> Result<(), StoreError> {
-        let due = |store: &Store| store.entries.load(Ordering::Relaxed) > 2 * store.len() as u64 + COMPACT_SLACK;
-        if !due(self) {
+    /// Returns once the journal is on disk up to byte `end`, flushing it unless an earlier
+    /// flush covered that far. The flush covers everything written before it started.
+    fn flush_to(&self, end: u64) -> Result<(), StoreError> {
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable >= end {
             return Ok(());
+        }
+        let (file, target) = {
+            let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(why) = &journal.broken {
+                return Err(self.broken_error(why));
+            }
+            (journal.file.clone(), journal.len)
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                *durable = target;
+                Ok(())
+            }
+            Err(e) => {
+                self.journal.lock().unwrap_or_else(|p| p.into_inner()).broken =
+                    Some(format!("a failed fdatasync ({e})"));
+                Err(StoreError::Io { op: "fdatasync", path: self.journal_path(), source: e })
+            }
+        }
+    }
+
+    fn broken_error(&self, why: &str) -> StoreError {
+        StoreError::Format { path: self.journal_path(), reason: format!("not written since {why}; restart hc-agent") }
+    }
+
+    /// Rewrites the journal with the live records once dead entries outnumber them by `slack`.
+    /// A failure is logged and tried again `slack` entries later: the entry that triggered it
+    /// is already on disk, and the old journal stays in use unless the new one replaced it.
+    fn compact_if_due(&self) {
+        let due = |store: &Store| store.entries.load(Ordering::Relaxed) > store.rewrite_at.load(Ordering::Relaxed);
+        if !due(self) {
+            return;
         }
         let _exclusive = self.rewrite.write().unwrap_or_else(|p| p.into_inner());
         if !due(self) {
-            return Ok(()); // another call rewrote it meanwhile
+            return; // another call rewrote it meanwhile
         }
         let records = self.lock().clone();
-        let file = write_journal(&self.dir, records.values())?;
-        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = file;
-        self.entries.store(records.len() as u64, Ordering::Relaxed);
-        Ok(())
+        let live = records.len() as u64;
+        match write_journal(&self.dir, records.values()) {
+            Ok(journal) => {
+                // No append is in flight (they hold `rewrite` shared), so nothing is lost between
+                // the old file's last flush and the swap.
+                if let Some(why) = &journal.broken {
+                    warn!(reason = %why, "the rewritten attachment journal may not survive a crash; refusing writes");
+                }
+                *self.durable.lock().unwrap_or_else(|p| p.into_inner()) = journal.len;
+                *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = journal;
+                self.entries.store(live, Ordering::Relaxed);
+                self.rewrite_at.store(2 * live + self.slack, Ordering::Relaxed);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot rewrite the attachment journal; keeping the current one");
+                self.rewrite_at.store(self.entries.load(Ordering::Relaxed) + self.slack, Ordering::Relaxed);
+            }
+        }
     }
 
     fn journal_path(&self) -> PathBuf {
@@ -337,6 +411,10 @@ fn replay(
         };
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 {
+            // Never written (every entry has a payload): zeros a crash left at the end.
+            return Ok(torn("an empty entry"));
+        }
         let Some(payload) = after.get(..len) else {
             return Ok(torn("an entry longer than the file"));
         };
@@ -371,7 +449,9 @@ fn frame<R: Serialize, I: Serialize>(entry: &Entry<R, I>, path: &Path) -> Result
 }
 
 /// Writes a journal holding `records` (temporary file, fsync, rename, fsync of the directory)
-/// and returns it open for appending.
+/// and returns it open for appending. An error before the rename leaves the current journal in
+/// place; once renamed, the new one is returned even if the directory's fsync fails, marked
+/// broken (the rename may not survive a crash, and appends to it would then be lost).
 fn write_journal<'a>(dir: &Path, records: impl Iterator<Item = &'a Record>) -> Result<Journal, StoreError> {
     let path = dir.join(JOURNAL);
     let tmp = dir.join(format!("{JOURNAL}.tmp"));
@@ -380,16 +460,18 @@ fn write_journal<'a>(dir: &Path, records: impl Iterator<Item = &'a Record>) -> R
     for r in records {
         bytes.extend(frame(&Entry::<&Record, &AttachmentId>::Put(r), &path)?);
     }
-    {
-        let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
-        f.write_all(&bytes).map_err(|e| io("write", e))?;
-        f.sync_all().map_err(|e| io("fsync", e))?;
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove", e)),
     }
+    // Opened for appending before the rename: the handle follows the file to its new name.
+    let mut file = OpenOptions::new().append(true).create_new(true).open(&tmp).map_err(|e| io("create", e))?;
+    file.write_all(&bytes).map_err(|e| io("write", e))?;
+    file.sync_all().map_err(|e| io("fsync", e))?;
     fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
-    sync_dir(dir)?;
-    let file =
-        OpenOptions::new().append(true).open(&path).map_err(|source| StoreError::Io { op: "open", path, source })?;
-    Ok(Journal { file, len: bytes.len() as u64, broken: None })
+    let broken = sync_dir(dir).err().map(|e| format!("a failed fsync of the directory after a rewrite ({e})"));
+    Ok(Journal { file: Arc::new(file), len: bytes.len() as u64, broken })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -485,12 +567,40 @@ mod tests {
             drop(reopened);
             assert_eq!(Store::open(dir.path()).expect("reopen").len(), 2, "appends after a recovery are readable");
         }
+        // Zeros after the last entry (a crash after the file grew, before its data landed).
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(&[0; 64]).expect("zeros");
+        drop(f);
+        assert_eq!(
+            Store::open(dir.path()).expect("zeros are a torn tail").all(),
+            vec![record("c1", "eth0"), record("c2", "eth0")]
+        );
+        assert!(dir.path().join(format!("{JOURNAL}.torn")).exists(), "the torn journal is kept aside");
+        let full = journal_len(dir.path());
+        OpenOptions::new().write(true).open(&path).expect("open").set_len(full - 1).expect("truncate");
         // A flipped bit in the last entry: its checksum fails, so it is a torn write as well.
         let mut bytes = fs::read(&path).expect("read");
         let last = bytes.len() - 2;
         bytes[last] ^= 0x20;
         fs::write(&path, &bytes).expect("write");
         assert_eq!(Store::open(dir.path()).expect("open").all(), vec![record("c1", "eth0")]);
+    }
+
+    #[test]
+    fn a_journal_beside_leftover_per_file_records_wins() {
+        // A crash while taking per-file records in: the journal holds them (and newer entries),
+        // some of the old files are still there.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut newer = record("c1", "eth0");
+        newer.pod = "newer".into();
+        store.put(newer.clone()).expect("put");
+        drop(store);
+        fs::write(dir.path().join("c1@eth0.json"), serde_json::to_vec(&record("c1", "eth0")).expect("json"))
+            .expect("write");
+        let reopened = Store::open(dir.path()).expect("open");
+        assert_eq!(reopened.all(), vec![newer]);
+        assert!(!dir.path().join("c1@eth0.json").exists());
     }
 
     #[test]
@@ -548,7 +658,11 @@ mod tests {
     #[test]
     fn concurrent_puts_all_survive() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = std::sync::Arc::new(Store::open(dir.path()).expect("open"));
+        let mut store = Store::open(dir.path()).expect("open");
+        // Rewrites every few dozen entries, so that they race with the other threads' appends.
+        store.slack = 16;
+        store.rewrite_at.store(16, Ordering::Relaxed);
+        let store = Arc::new(store);
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let store = store.clone();
@@ -559,6 +673,10 @@ mod tests {
                         if i % 2 == 0 {
                             store.remove(&r.id()).expect("remove");
                         }
+                        if i % 50 == 0 {
+                            // Removing what is not there writes nothing.
+                            store.remove(&record("never", "eth0").id()).expect("remove nothing");
+                        }
                     }
                 })
             })
@@ -567,6 +685,7 @@ mod tests {
             t.join().expect("thread");
         }
         assert_eq!(store.len(), 800);
+        assert!(store.entries.load(Ordering::Relaxed) < 2400, "the journal was never rewritten");
         let in_memory = store.all();
         drop(store);
         assert_eq!(Store::open(dir.path()).expect("reopen").all(), in_memory);
