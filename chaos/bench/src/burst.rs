@@ -169,7 +169,7 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>) -> Result<BurstResult> {
     if held != 0 {
         problems.push(format!("burst: the allocator still holds {held} addresses after the DELs"));
     }
-    let mut steps: std::collections::BTreeMap<(String, String), (u64, f64)> = Default::default();
+    let mut steps: std::collections::BTreeMap<(String, String), (u64, f64, u64)> = Default::default();
     for a in &agents {
         if a.records() != 0 {
             problems.push(format!("burst: {} kept {} attachment records after the DELs", a.node, a.records()));
@@ -181,10 +181,11 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>) -> Result<BurstResult> {
         }
         match a.metrics_text().await {
             Ok(text) => {
-                for (verb, step, n, mean) in step_means(&text) {
+                for (verb, step, n, mean, slow) in step_means(&text) {
                     let e = steps.entry((verb, step)).or_default();
                     e.0 += n;
                     e.1 += mean * n as f64;
+                    e.2 += slow;
                 }
             }
             Err(e) => eprintln!("hc-bench: {e:#}"),
@@ -192,7 +193,13 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>) -> Result<BurstResult> {
     }
     let agent_steps = steps
         .into_iter()
-        .map(|((verb, step), (count, total))| StepMean { verb, step, count, mean_ms: total / count.max(1) as f64 })
+        .map(|((verb, step), (count, total, over_50ms))| StepMean {
+            verb,
+            step,
+            count,
+            mean_ms: total / count.max(1) as f64,
+            over_50ms,
+        })
         .collect();
     drop(agents);
     Ok(BurstResult { pods: pods.len(), agents: pc.burst_agents, netns_setup_secs, add, del, agent_steps, problems })

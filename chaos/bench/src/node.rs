@@ -385,11 +385,16 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
+/// Bucket bound (seconds) above which `step_means` counts a call as slow.
+pub const SLOW_SECS: &str = "0.05";
+
 /// Mean seconds of each `hc_agent_cni_step_duration_seconds{verb,step}` (and of the whole
-/// request, as step `total`) from Prometheus text: `(verb, step, count, mean_ms)`.
-pub fn step_means(metrics: &str) -> Vec<(String, String, u64, f64)> {
+/// request, as step `total`) from Prometheus text: `(verb, step, count, mean_ms, slow)`, where
+/// `slow` counts the calls above `SLOW_SECS` (from the histogram's buckets).
+pub fn step_means(metrics: &str) -> Vec<(String, String, u64, f64, u64)> {
     use std::collections::BTreeMap;
-    let mut sums: BTreeMap<(String, String), (f64, u64)> = BTreeMap::new();
+    // (sum, count, calls within SLOW_SECS)
+    let mut sums: BTreeMap<(String, String), (f64, u64, u64)> = BTreeMap::new();
     for line in metrics.lines() {
         let (name, rest) = match line.split_once('{') {
             Some(x) => x,
@@ -398,8 +403,10 @@ pub fn step_means(metrics: &str) -> Vec<(String, String, u64, f64)> {
         let (kind, is_total) = match name {
             "hc_agent_cni_step_duration_seconds_sum" => ("sum", false),
             "hc_agent_cni_step_duration_seconds_count" => ("count", false),
+            "hc_agent_cni_step_duration_seconds_bucket" => ("bucket", false),
             "hc_agent_cni_duration_seconds_sum" => ("sum", true),
             "hc_agent_cni_duration_seconds_count" => ("count", true),
+            "hc_agent_cni_duration_seconds_bucket" => ("bucket", true),
             _ => continue,
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
@@ -409,20 +416,23 @@ pub fn step_means(metrics: &str) -> Vec<(String, String, u64, f64)> {
         if is_total && label("result") != Some("ok") {
             continue;
         }
+        if kind == "bucket" && label("le") != Some(SLOW_SECS) {
+            continue;
+        }
         let Some(verb) = label("verb") else { continue };
         let step = if is_total { "total" } else { label("step").unwrap_or("?") };
         let Ok(v) = value.trim().parse::<f64>() else { continue };
         // The whole request is labelled `add`, its steps `ADD`.
         let e = sums.entry((verb.to_uppercase(), step.to_owned())).or_default();
-        if kind == "sum" {
-            e.0 += v;
-        } else {
-            e.1 += v as u64;
+        match kind {
+            "sum" => e.0 += v,
+            "count" => e.1 += v as u64,
+            _ => e.2 += v as u64,
         }
     }
     sums.into_iter()
-        .filter(|(_, (_, n))| *n > 0)
-        .map(|((verb, step), (sum, n))| (verb, step, n, sum * 1000.0 / n as f64))
+        .filter(|(_, (_, n, _))| *n > 0)
+        .map(|((verb, step), (sum, n, fast))| (verb, step, n, sum * 1000.0 / n as f64, n.saturating_sub(fast)))
         .collect()
 }
 
@@ -514,6 +524,8 @@ mod tests {
         let text = "\
 hc_agent_cni_step_duration_seconds_sum{verb=\"ADD\",step=\"allocate\"} 0.5
 hc_agent_cni_step_duration_seconds_count{verb=\"ADD\",step=\"allocate\"} 100
+hc_agent_cni_step_duration_seconds_bucket{verb=\"ADD\",step=\"allocate\",le=\"0.025\"} 90
+hc_agent_cni_step_duration_seconds_bucket{verb=\"ADD\",step=\"allocate\",le=\"0.05\"} 97
 hc_agent_cni_duration_seconds_sum{verb=\"add\",result=\"ok\"} 1.5
 hc_agent_cni_duration_seconds_count{verb=\"add\",result=\"ok\"} 100
 hc_agent_cni_duration_seconds_sum{verb=\"ADD\",result=\"11\"} 9
@@ -521,8 +533,8 @@ hc_agent_cni_duration_seconds_count{verb=\"ADD\",result=\"11\"} 1
 ";
         let m = step_means(text);
         assert_eq!(m.len(), 2, "{m:?}");
-        assert_eq!(m[0], ("ADD".into(), "allocate".into(), 100, 5.0));
-        assert_eq!(m[1], ("ADD".into(), "total".into(), 100, 15.0));
+        assert_eq!(m[0], ("ADD".into(), "allocate".into(), 100, 5.0, 3));
+        assert_eq!(m[1], ("ADD".into(), "total".into(), 100, 15.0, 100), "no bucket lines: all counted slow");
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct StepMean {
     pub step: String,
     pub count: u64,
     pub mean_ms: f64,
+    /// Calls of this step that took over 50 ms.
+    pub over_50ms: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -257,7 +259,7 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>) -> Result<PodPathResult> {
     let agent_steps = match agent.metrics_text().await {
         Ok(text) => step_means(&text)
             .into_iter()
-            .map(|(verb, step, count, mean_ms)| StepMean { verb, step, count, mean_ms })
+            .map(|(verb, step, count, mean_ms, over_50ms)| StepMean { verb, step, count, mean_ms, over_50ms })
             .collect(),
         Err(e) => {
             eprintln!("hc-bench: cannot read the agent's metrics: {e:#}");
@@ -519,9 +521,13 @@ pub fn render(s: &mut String, r: &PodPathResult) {
         let _ = writeln!(s, "{:<11} {:<5} {:>7}x {:>7}x", q.phase, q.verb, fmt_opt(q.p50, 2), fmt_opt(q.p99, 2));
     }
     if !r.agent_steps.is_empty() {
-        let _ = writeln!(s, "\nInside hc-agent (its metrics, all pod-path calls): mean ms per step");
+        let _ = writeln!(s, "\nInside hc-agent (its metrics, all pod-path calls): mean ms per step, calls over 50 ms");
         for st in &r.agent_steps {
-            let _ = writeln!(s, "  {:<4} {:<14} {:>6} calls {:>8.2} ms", st.verb, st.step, st.count, st.mean_ms);
+            let _ = writeln!(
+                s,
+                "  {:<4} {:<14} {:>6} calls {:>8.2} ms {:>5} over 50 ms",
+                st.verb, st.step, st.count, st.mean_ms, st.over_50ms
+            );
         }
     }
 }
