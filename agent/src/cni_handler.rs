@@ -60,9 +60,11 @@ impl Agent {
             (Plugin::Bridge, None) => return Err(AgentError::invalid_config("ADD needs the pod's netns")),
             (_, netns) => netns.clone(),
         };
+        let step = StdInstant::now();
         let _shared = self.gate.read().await;
         let lock = self.attachment_lock(&id);
         let _one = lock.lock().await;
+        metrics::cni_step("ADD", "gate_wait", step.elapsed());
 
         // ADD is idempotent per (container id, interface): the recorded result, nothing rebuilt.
         if let Some(record) = self.store.get(&id) {
@@ -175,9 +177,11 @@ impl Agent {
     /// DEL: best-effort teardown, release, forget. Nothing there is success.
     async fn del(&self, plugin: Plugin, req: AttachmentRequest) -> Result<(), AgentError> {
         let id = AttachmentId { container_id: req.container_id.clone(), ifname: req.ifname.clone() };
+        let step = StdInstant::now();
         let _shared = self.gate.read().await;
         let lock = self.attachment_lock(&id);
         let _one = lock.lock().await;
+        metrics::cni_step("DEL", "gate_wait", step.elapsed());
         let record = self.store.get(&id);
         let built_here = record.as_ref().map_or(plugin == Plugin::Bridge, |r| r.plugin == Plugin::Bridge);
         if built_here {

@@ -52,7 +52,8 @@ fn describe() {
     describe_histogram!(
         CNI_STEP_SECONDS,
         Unit::Seconds,
-        "Time one step of a CNI ADD or DEL took, by verb and step: allocate / release (the replicated \
+        "Time one step of a CNI ADD or DEL took, by verb and step: gate_wait (queued behind a \
+         whole-node pass or a call for the same attachment), allocate / release (the replicated \
          allocator write), datapath_wait (queued for the node's datapath), datapath (netlink work), \
          record (the durable attachment record)."
     );
