@@ -269,7 +269,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     /// only; an idle stream is normal, and a dead peer is caught by HTTP/2 keep-alive.
     fn stream_append<'s, S>(
         &'s mut self,
-        input: S,
+        mut input: S,
         option: RPCOption,
     ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RpcError>>, RpcError>>
     where
@@ -284,7 +284,6 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             // from a peer that failed while it produces a request; were the stream opened
             // first, a refused connection would fail before that, and openraft would redial
             // at once, again and again, while the peer is down.
-            let mut input = input;
             let Some(first) = input.next().await else {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };

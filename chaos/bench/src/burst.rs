@@ -169,7 +169,7 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>) -> Result<BurstResult> {
     if held != 0 {
         problems.push(format!("burst: the allocator still holds {held} addresses after the DELs"));
     }
-    let mut steps: std::collections::BTreeMap<(String, String), (u64, f64, u64)> = Default::default();
+    let mut steps: std::collections::BTreeMap<(String, String), (u64, f64, Option<u64>)> = Default::default();
     for a in &agents {
         if a.records() != 0 {
             problems.push(format!("burst: {} kept {} attachment records after the DELs", a.node, a.records()));
@@ -185,7 +185,9 @@ pub async fn run(cfg: &Config, sup: &Arc<Supervisor>) -> Result<BurstResult> {
                     let e = steps.entry((verb, step)).or_default();
                     e.0 += n;
                     e.1 += mean * n as f64;
-                    e.2 += slow;
+                    if let Some(slow) = slow {
+                        *e.2.get_or_insert(0) += slow;
+                    }
                 }
             }
             Err(e) => eprintln!("hc-bench: {e:#}"),

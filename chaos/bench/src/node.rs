@@ -390,11 +390,12 @@ pub const SLOW_SECS: &str = "0.05";
 
 /// Mean seconds of each `hc_agent_cni_step_duration_seconds{verb,step}` (and of the whole
 /// request, as step `total`) from Prometheus text: `(verb, step, count, mean_ms, slow)`, where
-/// `slow` counts the calls above `SLOW_SECS` (from the histogram's buckets).
-pub fn step_means(metrics: &str) -> Vec<(String, String, u64, f64, u64)> {
+/// `slow` counts the calls above `SLOW_SECS` (from the histogram's buckets; `None` when the
+/// text has no bucket with that bound).
+pub fn step_means(metrics: &str) -> Vec<(String, String, u64, f64, Option<u64>)> {
     use std::collections::BTreeMap;
     // (sum, count, calls within SLOW_SECS)
-    let mut sums: BTreeMap<(String, String), (f64, u64, u64)> = BTreeMap::new();
+    let mut sums: BTreeMap<(String, String), (f64, u64, Option<u64>)> = BTreeMap::new();
     for line in metrics.lines() {
         let (name, rest) = match line.split_once('{') {
             Some(x) => x,
@@ -427,12 +428,14 @@ pub fn step_means(metrics: &str) -> Vec<(String, String, u64, f64, u64)> {
         match kind {
             "sum" => e.0 += v,
             "count" => e.1 += v as u64,
-            _ => e.2 += v as u64,
+            _ => *e.2.get_or_insert(0) += v as u64,
         }
     }
     sums.into_iter()
         .filter(|(_, (_, n, _))| *n > 0)
-        .map(|((verb, step), (sum, n, fast))| (verb, step, n, sum * 1000.0 / n as f64, n.saturating_sub(fast)))
+        .map(|((verb, step), (sum, n, fast))| {
+            (verb, step, n, sum * 1000.0 / n as f64, fast.map(|f| n.saturating_sub(f)))
+        })
         .collect()
 }
 
@@ -533,8 +536,8 @@ hc_agent_cni_duration_seconds_count{verb=\"ADD\",result=\"11\"} 1
 ";
         let m = step_means(text);
         assert_eq!(m.len(), 2, "{m:?}");
-        assert_eq!(m[0], ("ADD".into(), "allocate".into(), 100, 5.0, 3));
-        assert_eq!(m[1], ("ADD".into(), "total".into(), 100, 15.0, 100), "no bucket lines: all counted slow");
+        assert_eq!(m[0], ("ADD".into(), "allocate".into(), 100, 5.0, Some(3)));
+        assert_eq!(m[1], ("ADD".into(), "total".into(), 100, 15.0, None), "no bucket line: not measured");
     }
 
     #[test]

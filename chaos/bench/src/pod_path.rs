@@ -98,8 +98,8 @@ pub struct StepMean {
     pub step: String,
     pub count: u64,
     pub mean_ms: f64,
-    /// Calls of this step that took over 50 ms.
-    pub over_50ms: u64,
+    /// Calls of this step that took over 50 ms (`None`: the agent's text had no such bucket).
+    pub over_50ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -526,7 +526,11 @@ pub fn render(s: &mut String, r: &PodPathResult) {
             let _ = writeln!(
                 s,
                 "  {:<4} {:<14} {:>6} calls {:>8.2} ms {:>5} over 50 ms",
-                st.verb, st.step, st.count, st.mean_ms, st.over_50ms
+                st.verb,
+                st.step,
+                st.count,
+                st.mean_ms,
+                st.over_50ms.map_or("?".to_owned(), |n| n.to_string())
             );
         }
     }
