@@ -64,6 +64,10 @@ impl Ipam for IpamService {
         let req = req.into_inner();
         let command: Command =
             serde_json::from_str(&req.command_json).map_err(|e| IpamError::invalid("command_json", e.to_string()))?;
+        if matches!(command, Command::Batch(_)) {
+            // Batches are formed by the leader from single proposals (`batcher.rs`).
+            return Err(IpamError::invalid("command", "Batch is formed by the allocator, not proposed").into());
+        }
         if matches!(command, Command::ExpireLease { .. }) && !req.forwarded {
             // Expiry is the leader's decision alone (it is the one that saw no keep-alive).
             return Err(IpamError::invalid("command", "ExpireLease is proposed by the leader only").into());

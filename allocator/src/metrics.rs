@@ -20,6 +20,7 @@ pub const LEASE_GRANTS: &str = "hc_allocator_lease_grants_total";
 pub const LEASE_EXPIRIES: &str = "hc_allocator_lease_expiries_total";
 pub const LEADER_CHANGES: &str = "hc_allocator_raft_leader_changes_total";
 pub const STORAGE_MEMORY: &str = "hc_allocator_storage_memory_bytes";
+pub const BATCH_COMMANDS: &str = "hc_allocator_proposal_batch_commands";
 
 /// Installs the global recorder and returns the handle `/metrics` renders. Only the first call
 /// in a process installs; later ones get a handle that renders nothing.
@@ -27,6 +28,8 @@ pub fn install() -> PrometheusHandle {
     let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .expect("bucket list is not empty")
+        .set_buckets_for_metric(Matcher::Full(BATCH_COMMANDS.into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
         .expect("bucket list is not empty");
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
@@ -45,6 +48,10 @@ fn describe() {
         "Time from proposing a command to its applied result (commit on a majority + apply), by command and result."
     );
     describe_histogram!(APPLY_SECONDS, Unit::Seconds, "Time the state machine took to apply one entry.");
+    describe_histogram!(
+        BATCH_COMMANDS,
+        "Allocate and release commands carried by one committed log entry the batcher wrote (1: written alone)."
+    );
     describe_gauge!(SNAPSHOT_BYTES, Unit::Bytes, "Size of the latest snapshot this replica built.");
     describe_histogram!(
         "hc_allocator_raft_log_sync_seconds",

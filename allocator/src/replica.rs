@@ -15,7 +15,7 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::metrics as m;
-use crate::raft::{NodeInfo, Raft};
+use crate::raft::{NodeInfo, Raft, TypeConfig};
 
 /// How long a forwarded call to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +37,8 @@ pub struct Replica {
     peers: std::sync::Mutex<HashMap<String, Channel>>,
     /// The state machine's "build the next snapshot at once" flag (see [`Self::snapshot_now`]).
     snapshot_now: Arc<AtomicBool>,
+    /// Writes allocations and releases, several to an entry under load.
+    batcher: hc_batcher::Batcher<TypeConfig>,
 }
 
 pub use hc_api::types::ClusterStatus;
@@ -47,9 +49,15 @@ pub fn now_ms() -> u64 {
 
 impl Replica {
     /// `snapshot_now` is the state machine store's flag
-    /// ([`crate::raft::StateMachineStore::snapshot_now_flag`]).
+    /// ([`crate::raft::StateMachineStore::snapshot_now_flag`]). Starts the batcher's task, so it
+    /// must be called on the runtime that serves the replica.
     pub fn new(id: u64, raft: Raft, state: Arc<RwLock<State>>, snapshot_now: Arc<AtomicBool>) -> Self {
-        Replica { id, raft, state, peers: Default::default(), snapshot_now }
+        let hooks = hc_batcher::Hooks {
+            now_ms: Arc::new(now_ms),
+            wrote_entry: Arc::new(|commands| metrics::histogram!(m::BATCH_COMMANDS).record(commands as f64)),
+        };
+        let batcher = hc_batcher::Batcher::start(raft.clone(), hooks);
+        Replica { id, raft, state, peers: Default::default(), snapshot_now, batcher }
     }
 
     /// Builds a snapshot of this replica's state now (and compacts its log), however short the
@@ -100,9 +108,14 @@ impl Replica {
     async fn propose_inner(&self, command: Command, forwarded: bool) -> Result<(Output, u64), IpamError> {
         let mut waited_for_leader = false;
         let forward = loop {
-            let request = Request { time_ms: now_ms(), command: command.clone() };
-            match self.raft.client_write(request).await {
-                Ok(resp) => return resp.data.map(|out| (out, resp.log_id.index)),
+            let written = if command.batchable() {
+                self.batcher.write(command.clone()).await
+            } else {
+                let request = Request { time_ms: now_ms(), command: command.clone() };
+                self.raft.client_write(request).await.map(|r| (r.data, r.log_id.index))
+            };
+            match written {
+                Ok((response, index)) => return response.map(|out| (out, index)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if f.leader_node.is_none() && !waited_for_leader {
                         // An election is under way, or this replica just started and has not
@@ -246,5 +259,6 @@ pub fn command_kind(c: &Command) -> &'static str {
         Command::ExpireLease { .. } => "expire_lease",
         Command::Reconcile { .. } => "reconcile",
         Command::NodeGone { .. } => "node_gone",
+        Command::Batch(_) => "batch",
     }
 }

@@ -51,6 +51,41 @@ async fn three_replicas_64_clients_allocate_10000_distinct_addresses_visible_on_
     assert_eq!(acked.len(), 10_000);
     assert_distinct(&acked);
     assert_everywhere(&cluster, "load", &acked).await;
+
+    // Concurrent allocations share log entries (hc-batcher): the leader wrote fewer entries
+    // than allocations. (A leader change would split the counts between replicas; sum them.)
+    let (mut commands, mut entries) = (0.0, 0.0);
+    for i in 0..cluster.replicas.len() {
+        let page = metrics_page(&cluster, i).await;
+        commands += sample(&page, "hc_allocator_proposal_batch_commands_sum");
+        entries += sample(&page, "hc_allocator_proposal_batch_commands_count");
+    }
+    println!("{commands} allocations in {entries} entries: {:.1} per entry", commands / entries);
+    assert!(commands >= 10_000.0, "the batcher wrote {commands} commands for 10000 allocations");
+    assert!(entries < commands, "no entry carried more than one allocation");
+
+    // A client may not propose a batch itself: it is the allocator's to form.
+    let batch = Command::Batch(vec![Command::Allocate { fence: None, request: common::request("load", "c-batch") }]);
+    let e = client.propose(&batch).await.unwrap_err();
+    assert!(matches!(e, hc_api::IpamError::InvalidArgument { .. }), "{e:?}");
+    assert!(
+        client
+            .list_allocations_at(0, Some("load"), None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.owner.container_id != "c-batch")
+    );
+}
+
+async fn metrics_page(cluster: &Cluster, i: usize) -> String {
+    let url = format!("http://{}/metrics", cluster.replicas[i].rest);
+    reqwest::Client::new().get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the unlabelled sample `name` on a `/metrics` page, 0 if absent.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,9 +165,7 @@ async fn leader_kill_under_load_loses_nothing_and_the_restarted_replica_catches_
 /// Sum of `hc_allocator_raft_replication_failures_total` towards replica `target` on the
 /// `/metrics` page of replica `i`.
 async fn replication_failures(cluster: &Cluster, i: usize, target: u64) -> u64 {
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/metrics", cluster.replicas[i].rest);
-    let page = http.get(url).send().await.unwrap().text().await.unwrap();
+    let page = metrics_page(cluster, i).await;
     let label = format!("target=\"{target}\"");
     page.lines()
         .filter(|l| l.starts_with("hc_allocator_raft_replication_failures_total{") && l.contains(&label))

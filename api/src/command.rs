@@ -69,6 +69,20 @@ pub enum Command {
     NodeGone {
         node: String,
     },
+    /// Several `Allocate` and `Release` commands in one log entry, applied in order, each as if
+    /// it were an entry of its own at this entry's index and time. Formed by the leader from
+    /// concurrent proposals (the allocator's `batcher`); refused from clients. Applying gives
+    /// [`Output::Batch`], one result per command; a command of any other kind in it is refused
+    /// alone (see [`Command::batchable`]).
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// Whether the leader may put this command in a [`Command::Batch`]: it takes nothing from
+    /// the entry but the time (a lease's token is its entry's index, so grants stay alone).
+    pub fn batchable(&self) -> bool {
+        matches!(self, Command::Allocate { .. } | Command::Release { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +97,8 @@ pub enum Output {
         kept: u64,
         released: Vec<IpAddr>,
     },
+    /// What each command of a [`Command::Batch`] gave, in order.
+    Batch(Vec<Response>),
 }
 
 /// What applying one entry returns to the proposer. Errors are results, not failures: the entry
@@ -108,6 +124,7 @@ impl std::fmt::Display for Request {
             Command::ExpireLease { node, lease_id } => write!(f, "expire_lease {node} #{lease_id}"),
             Command::Reconcile { fence, valid } => write!(f, "reconcile {} ({} valid)", fence.node, valid.len()),
             Command::NodeGone { node } => write!(f, "node_gone {node}"),
+            Command::Batch(commands) => write!(f, "batch of {}", commands.len()),
         }
     }
 }

@@ -12,7 +12,7 @@ use hc_api::types::{AllocateRequest, Allocation, AttachmentId, Lease, PoolSpec, 
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{AddrMap, AddrSet, TaggedAddrSet};
-use crate::command::{Command, Request, Response};
+use crate::command::{Command, Output, Request, Response};
 use crate::pool::Pool;
 use crate::record::{Names, Record, RecordRef};
 
@@ -101,6 +101,23 @@ impl State {
         self.last_applied = ctx.log_index;
         self.advance_clock(request.time_ms);
         match &request.command {
+            Command::Batch(commands) => Ok(Output::Batch(
+                commands.iter().map(|command| self.apply_in_batch(ctx, request.time_ms, command)).collect(),
+            )),
+            command => self.apply_command(ctx, request.time_ms, command),
+        }
+    }
+
+    /// One command of a batch: as if it were an entry of its own at the batch's index and time.
+    fn apply_in_batch(&mut self, ctx: ApplyContext, time_ms: u64, command: &Command) -> Response {
+        if !command.batchable() {
+            return Err(IpamError::invalid("command", "only Allocate and Release may be batched"));
+        }
+        self.apply_command(ctx, time_ms, command)
+    }
+
+    fn apply_command(&mut self, ctx: ApplyContext, time_ms: u64, command: &Command) -> Response {
+        match command {
             Command::CreatePool(spec) => self.create_pool(spec),
             Command::UpdatePool(spec) => self.update_pool(spec),
             Command::DeletePool { name, force } => self.delete_pool(name, *force),
@@ -108,12 +125,13 @@ impl State {
             Command::DeleteVlan { id } => self.delete_vlan(*id),
             Command::PutReservation(r) => self.put_reservation(r),
             Command::DeleteReservation { key } => self.delete_reservation(key),
-            Command::Allocate { fence, request: req } => self.allocate(ctx, request.time_ms, fence.as_ref(), req),
+            Command::Allocate { fence, request } => self.allocate(ctx, time_ms, fence.as_ref(), request),
             Command::Release { fence, target } => self.release(fence.as_ref(), target),
             Command::GrantLease { node, ttl_ms } => self.grant_lease(ctx, node, *ttl_ms),
             Command::ExpireLease { node, lease_id } => self.expire_lease(node, *lease_id),
             Command::Reconcile { fence, valid } => self.reconcile(fence, valid),
             Command::NodeGone { node } => self.node_gone(node),
+            Command::Batch(_) => Err(IpamError::invalid("command", "a batch may not hold a batch")),
         }
     }
 

@@ -55,6 +55,10 @@ pub struct StoreRow {
     pub server_cpu_ms_per_alloc: Option<f64>,
     /// The benchmark process's CPU time (all clients) per allocation acknowledged in the row.
     pub client_cpu_ms_per_alloc: Option<f64>,
+    /// hc-allocator: the mean number of allocations its leader's batcher put in one log entry
+    /// over the row, warm-up included (`hc_allocator_proposal_batch_commands`). `None` for etcd,
+    /// or when the leader's metrics could not be read.
+    pub allocations_per_entry: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -312,22 +316,26 @@ pub fn render(r: &Report) -> String {
                 row.duplicates.len()
             );
         }
-        let _ = writeln!(s, "\nCPU during each row: server cores used (per process), CPU ms per allocation");
         let _ = writeln!(
             s,
-            "{:>7}  {:<26} {:>20} {:>14} {:>14}",
-            "clients", "system", "server cores", "server ms/alloc", "client ms/alloc"
+            "\nCPU during each row: server cores used (per process), CPU ms per allocation; allocations per log entry (hc-allocator's batches)"
+        );
+        let _ = writeln!(
+            s,
+            "{:>7}  {:<26} {:>20} {:>14} {:>14} {:>11}",
+            "clients", "system", "server cores", "server ms/alloc", "client ms/alloc", "per entry"
         );
         for row in &r.store {
             let cores: Vec<String> = row.server_cores.iter().map(|c| format!("{c:.2}")).collect();
             let _ = writeln!(
                 s,
-                "{:>7}  {:<26} {:>20} {:>14} {:>14}",
+                "{:>7}  {:<26} {:>20} {:>14} {:>14} {:>11}",
                 row.clients,
                 row.system.label(),
                 cores.join(" "),
                 fmt_opt(row.server_cpu_ms_per_alloc, 3),
-                fmt_opt(row.client_cpu_ms_per_alloc, 3)
+                fmt_opt(row.client_cpu_ms_per_alloc, 3),
+                fmt_opt(row.allocations_per_entry, 1)
             );
         }
         let _ = writeln!(s, "\nRatios, hc-allocator / etcd (throughput: higher is better; p99: lower is better)");
@@ -445,6 +453,7 @@ mod tests {
             server_cores: vec![],
             server_cpu_ms_per_alloc: None,
             client_cpu_ms_per_alloc: None,
+            allocations_per_entry: None,
         }
     }
 

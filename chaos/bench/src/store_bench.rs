@@ -73,8 +73,28 @@ async fn hc_row(cfg: &Config, sup: &Arc<Supervisor>, clients: usize) -> Result<S
         };
         all.push(HcClient::new(cluster.client(first)?, HC_POOL, &tag, i));
     }
-    measure(cfg, sup, &cluster.procs(), System::Hc, clients, all).await
+    let mut row = measure(cfg, sup, &cluster.procs(), System::Hc, clients, all).await?;
+    row.allocations_per_entry = allocations_per_entry(cluster.addrs(leader).1).await;
+    Ok(row)
 }
+
+/// The mean allocations per log entry the leader's batcher wrote, from its `/metrics`; `None`
+/// (and a note) when they cannot be read.
+async fn allocations_per_entry(rest: &str) -> Option<f64> {
+    let text = match crate::scale::scrape(&reqwest::Client::new(), rest).await {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("hc-bench:   allocations per entry not read: {e}");
+            return None;
+        }
+    };
+    let sum = crate::scale::metric(&text, BATCH_SUM)?;
+    let count = crate::scale::metric(&text, BATCH_COUNT)?;
+    (count > 0.0).then(|| sum / count)
+}
+
+const BATCH_SUM: &str = "hc_allocator_proposal_batch_commands_sum";
+const BATCH_COUNT: &str = "hc_allocator_proposal_batch_commands_count";
 
 async fn etcd_row(cfg: &Config, sup: &Arc<Supervisor>, system: System, clients: usize) -> Result<StoreRow, BenchError> {
     let name = format!("store-{}-{clients}", if system == System::EtcdPoolKey { "etcd-pool" } else { "etcd-key" });
@@ -170,6 +190,7 @@ pub fn store_row(system: System, clients: usize, mut out: RowOutcome, warm: Vec<
         duplicates: dups,
         server_cores: cpu.servers.iter().map(|d| d.map_or(0.0, |d| d.as_secs_f64() / wall.max(1e-9))).collect(),
         server_cpu_ms_per_alloc: servers_total.and_then(per_alloc),
+        allocations_per_entry: None,
         client_cpu_ms_per_alloc: cpu.client.and_then(per_alloc),
     }
 }

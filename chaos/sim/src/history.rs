@@ -57,11 +57,29 @@ pub struct SimRecorder {
     clock: SimClock,
     /// The records and the trace, in the order things happened.
     book: Mutex<Book>,
+    /// Commands written in entries of several (the batcher's), over every replica.
+    batched: std::sync::atomic::AtomicU64,
 }
 
 impl SimRecorder {
     pub fn new(clock: SimClock) -> Self {
-        SimRecorder { clock, book: Mutex::new(Book { next_id: 1, records: Vec::new(), trace: Vec::new() }) }
+        SimRecorder {
+            clock,
+            book: Mutex::new(Book { next_id: 1, records: Vec::new(), trace: Vec::new() }),
+            batched: Default::default(),
+        }
+    }
+
+    /// A replica's batcher wrote an entry of `commands` commands.
+    pub fn wrote_entry(&self, commands: usize) {
+        if commands > 1 {
+            self.batched.fetch_add(commands as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Commands that shared an entry with others, so far.
+    pub fn batched(&self) -> u64 {
+        self.batched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {

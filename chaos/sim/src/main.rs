@@ -78,9 +78,10 @@ fn main() -> ExitCode {
                     println!("history written to {} (check it with hc-check)", path.display());
                 }
                 println!(
-                    "seed {seed}: {} operations ({} unknown), {} faults, {} restarts, term {}, {} snapshot installs, digest {:016x}",
+                    "seed {seed}: {} operations ({} unknown, {} batched), {} faults, {} restarts, term {}, {} snapshot installs, digest {:016x}",
                     report.operations,
                     report.unknown,
+                    report.batched,
                     report.faults,
                     report.restarts,
                     report.term,
@@ -113,6 +114,7 @@ fn main() -> ExitCode {
     let restarts = AtomicU64::new(0);
     let elections = AtomicU64::new(0);
     let installs = AtomicU64::new(0);
+    let batched = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let failures: Mutex<Vec<SeedReport>> = Mutex::new(Vec::new());
     let errors: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
@@ -132,6 +134,7 @@ fn main() -> ExitCode {
                             restarts.fetch_add(report.restarts, Ordering::SeqCst);
                             elections.fetch_add(report.term.saturating_sub(1), Ordering::SeqCst);
                             installs.fetch_add(report.snapshot_installs, Ordering::SeqCst);
+                            batched.fetch_add(report.batched, Ordering::SeqCst);
                             if !report.ok() {
                                 if args.expect_violation {
                                     stop.store(true, Ordering::SeqCst);
@@ -168,8 +171,9 @@ fn main() -> ExitCode {
         errors.len()
     );
     println!(
-        "  of which {} unknown outcomes; {} replica restarts, {} elections after the first, {} snapshot installs",
+        "  of which {} unknown outcomes and {} allocations or releases that shared a log entry; {} replica restarts, {} elections after the first, {} snapshot installs",
         unknown.load(Ordering::SeqCst),
+        batched.load(Ordering::SeqCst),
         restarts.load(Ordering::SeqCst),
         elections.load(Ordering::SeqCst),
         installs.load(Ordering::SeqCst)

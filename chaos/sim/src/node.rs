@@ -1,9 +1,10 @@
 //! [`Live`]: one running replica — its openraft instance over the memory storage, its applied
 //! [`State`], and the allocator's request handling around them, mirrored from `hc-allocator`
 //! (which the simulator cannot link: it brings RocksDB and gRPC):
-//! - a write is `client_write` of `Request { time_ms: the proposer's clock, command }`; "not
-//!   leader" is a definite refusal with a hint, a discarded entry or a stopped Raft an unknown
-//!   outcome (`replica.rs`);
+//! - a write is `client_write` of `Request { time_ms: the proposer's clock, command }`, through
+//!   the same batcher (`hc-batcher`) for allocations and releases, so that concurrent ones share
+//!   an entry; "not leader" is a definite refusal with a hint, a discarded entry or a stopped
+//!   Raft an unknown outcome (`replica.rs`);
 //! - a grant is recorded by the leader's lease keeper, which takes keep-alives in memory and
 //!   proposes `ExpireLease` once a whole TTL passed without one; a new leader first gives every
 //!   active lease a fresh TTL (`lease_keeper.rs`).
@@ -60,6 +61,7 @@ pub struct Live {
     pub state: Arc<Mutex<State>>,
     keeper: Mutex<Keeper>,
     recorder: Arc<SimRecorder>,
+    batcher: hc_batcher::Batcher<crate::raft::TypeConfig>,
 }
 
 impl std::fmt::Debug for Live {
@@ -78,8 +80,15 @@ struct Keeper {
 }
 
 impl Live {
+    /// Starts the replica's batcher, so it must be called inside the simulation's runtime.
     pub fn new(id: u64, raft: Raft, state: Arc<Mutex<State>>, recorder: Arc<SimRecorder>) -> Self {
-        Live { id, raft, state, keeper: Mutex::new(Keeper::default()), recorder }
+        let (clock, counted) = (recorder.clock(), recorder.clone());
+        let hooks = hc_batcher::Hooks {
+            now_ms: Arc::new(move || clock.wall_ms()),
+            wrote_entry: Arc::new(move |commands| counted.wrote_entry(commands)),
+        };
+        let batcher = hc_batcher::Batcher::start(raft.clone(), hooks);
+        Live { id, raft, state, keeper: Mutex::new(Keeper::default()), recorder, batcher }
     }
 
     fn keeper(&self) -> MutexGuard<'_, Keeper> {
@@ -112,9 +121,14 @@ impl Live {
 
     /// Proposes `command` with this replica's clock.
     pub async fn propose(&self, command: Command) -> Result<Output, ApiError> {
-        let request = Request { time_ms: self.recorder.clock().wall_ms(), command };
-        match self.raft.client_write(request).await {
-            Ok(resp) => resp.data.map_err(ApiError::Refused),
+        let written = if command.batchable() {
+            self.batcher.write(command).await
+        } else {
+            let request = Request { time_ms: self.recorder.clock().wall_ms(), command };
+            self.raft.client_write(request).await.map(|r| (r.data, r.log_id.index))
+        };
+        match written {
+            Ok((response, _)) => response.map_err(ApiError::Refused),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ApiError::NotLeader { leader: f.leader_id })
             }

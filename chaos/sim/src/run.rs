@@ -54,6 +54,8 @@ pub struct SeedReport {
     pub snapshot_installs: u64,
     /// Operations recorded with an unknown outcome.
     pub unknown: u64,
+    /// Allocate and release commands that shared a log entry with others (`hc-batcher`).
+    pub batched: u64,
     /// Everything wrong: hc-checker's violations, replicas that differ or break an invariant.
     pub violations: Vec<String>,
     /// The run's trace, one line per event.
@@ -291,6 +293,7 @@ async fn run(seed: u64, options: SimOptions) -> anyhow::Result<SeedReport> {
         term,
         snapshot_installs,
         unknown: history.ops().filter(|op| matches!(op.outcome, hc_checker::Outcome::Unknown { .. })).count() as u64,
+        batched: recorder.batched(),
         violations,
         trace: recorder.trace(),
         history: jsonl,

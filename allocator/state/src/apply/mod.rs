@@ -2,6 +2,7 @@
 //! state, then mutates: a refused command changes nothing.
 
 mod allocate;
+mod batch;
 mod lease;
 mod pool;
 mod release;
