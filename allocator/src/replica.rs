@@ -108,7 +108,7 @@ impl Replica {
     async fn propose_inner(&self, command: Command, forwarded: bool) -> Result<(Output, u64), IpamError> {
         let mut waited_for_leader = false;
         let forward = loop {
-            let written = if command.batchable() {
+            let written = if hc_batcher::ENABLED && command.batchable() {
                 self.batcher.write(command.clone()).await
             } else {
                 let request = Request { time_ms: now_ms(), command: command.clone() };

@@ -60,9 +60,11 @@ async fn three_replicas_64_clients_allocate_10000_distinct_addresses_visible_on_
         commands += sample(&page, "hc_allocator_proposal_batch_commands_sum");
         entries += sample(&page, "hc_allocator_proposal_batch_commands_count");
     }
-    println!("{commands} allocations in {entries} entries: {:.1} per entry", commands / entries);
-    assert!(commands >= 10_000.0, "the batcher wrote {commands} commands for 10000 allocations");
-    assert!(entries < commands, "no entry carried more than one allocation");
+    println!("{commands} allocations in {entries} batcher entries (batching on: {})", hc_batcher::ENABLED);
+    if hc_batcher::ENABLED {
+        assert!(commands >= 10_000.0, "the batcher wrote {commands} commands for 10000 allocations");
+        assert!(entries < commands, "no entry carried more than one allocation");
+    }
 
     // A client may not propose a batch itself: it is the allocator's to form.
     let batch = Command::Batch(vec![Command::Allocate { fence: None, request: common::request("load", "c-batch") }]);

@@ -121,7 +121,7 @@ impl Live {
 
     /// Proposes `command` with this replica's clock.
     pub async fn propose(&self, command: Command) -> Result<Output, ApiError> {
-        let written = if command.batchable() {
+        let written = if hc_batcher::ENABLED && command.batchable() {
             self.batcher.write(command).await
         } else {
             let request = Request { time_ms: self.recorder.clock().wall_ms(), command };
