@@ -65,7 +65,7 @@ impl Ipam for IpamService {
         let command: Command =
             serde_json::from_str(&req.command_json).map_err(|e| IpamError::invalid("command_json", e.to_string()))?;
         if matches!(command, Command::Batch(_)) {
-            // Batches are formed by the leader from single proposals (`batcher.rs`).
+            // Batches are formed by the leader from single proposals (`hc-batcher`).
             return Err(IpamError::invalid("command", "Batch is formed by the allocator, not proposed").into());
         }
         if matches!(command, Command::ExpireLease { .. }) && !req.forwarded {

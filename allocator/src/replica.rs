@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hc_allocator_state::{Command, Output, Request, State};
+use hc_allocator_state::{Command, Output, State};
 use hc_api::IpamError;
 use hc_api::proto::ipam_client::IpamClient;
 use hc_api::proto::{KeepAliveRequest, ProposeRequest};
@@ -15,7 +15,7 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::metrics as m;
-use crate::raft::{NodeInfo, Raft, TypeConfig};
+use crate::raft::{NodeInfo, Raft, StateMachineStore, TypeConfig};
 
 /// How long a forwarded call to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,8 +37,9 @@ pub struct Replica {
     peers: std::sync::Mutex<HashMap<String, Channel>>,
     /// The state machine's "build the next snapshot at once" flag (see [`Self::snapshot_now`]).
     snapshot_now: Arc<AtomicBool>,
-    /// Writes allocations and releases, several to an entry under load.
-    batcher: hc_batcher::Batcher<TypeConfig>,
+    /// Writes every proposal through Raft (allocations and releases several to an entry, while
+    /// `hc_batcher::ENABLED`).
+    batcher: hc_batcher::Batcher<TypeConfig, StateMachineStore>,
 }
 
 pub use hc_api::types::ClusterStatus;
@@ -49,8 +50,8 @@ pub fn now_ms() -> u64 {
 
 impl Replica {
     /// `snapshot_now` is the state machine store's flag
-    /// ([`crate::raft::StateMachineStore::snapshot_now_flag`]). Starts the batcher's task, so it
-    /// must be called on the runtime that serves the replica.
+    /// ([`crate::raft::StateMachineStore::snapshot_now_flag`]). Starts the batcher, so it must be
+    /// called on the runtime that serves the replica.
     pub fn new(id: u64, raft: Raft, state: Arc<RwLock<State>>, snapshot_now: Arc<AtomicBool>) -> Self {
         let hooks = hc_batcher::Hooks {
             now_ms: Arc::new(now_ms),
@@ -108,13 +109,7 @@ impl Replica {
     async fn propose_inner(&self, command: Command, forwarded: bool) -> Result<(Output, u64), IpamError> {
         let mut waited_for_leader = false;
         let forward = loop {
-            let written = if hc_batcher::ENABLED && command.batchable() {
-                self.batcher.write(command.clone()).await
-            } else {
-                let request = Request { time_ms: now_ms(), command: command.clone() };
-                self.raft.client_write(request).await.map(|r| (r.data, r.log_id.index))
-            };
-            match written {
+            match self.batcher.write(command.clone()).await {
                 Ok((response, index)) => return response.map(|out| (out, index)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if f.leader_node.is_none() && !waited_for_leader {

@@ -69,35 +69,50 @@ struct Pending<C: RaftTypeConfig> {
     reply: oneshot::Sender<Written<C>>,
 }
 
-/// The sending side; the task that forms and writes entries ends when it is dropped.
-pub struct Batcher<C: RaftTypeConfig> {
+/// A replica's writer: every command goes through [`Batcher::write`]. The task that forms and
+/// writes batches (only started while [`ENABLED`]) ends when this is dropped.
+pub struct Batcher<C, SM>
+where
+    C: RaftTypeConfig,
+    SM: RaftStateMachine<C>,
+{
+    raft: Raft<C, SM>,
+    hooks: Hooks,
     tx: mpsc::Sender<Pending<C>>,
 }
 
-impl<C: RaftTypeConfig> fmt::Debug for Batcher<C> {
+impl<C, SM> fmt::Debug for Batcher<C, SM>
+where
+    C: RaftTypeConfig,
+    SM: RaftStateMachine<C>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batcher").finish_non_exhaustive()
     }
 }
 
-impl<C> Batcher<C>
+impl<C, SM> Batcher<C, SM>
 where
     C: RaftTypeConfig<D = Request, R = Response>,
+    SM: RaftStateMachine<C> + 'static,
 {
-    /// Starts the batching task on the current tokio runtime.
-    pub fn start<SM>(raft: Raft<C, SM>, hooks: Hooks) -> Batcher<C>
-    where
-        SM: RaftStateMachine<C> + 'static,
-    {
+    /// Starts the batching task (while [`ENABLED`]) on the current tokio runtime.
+    pub fn start(raft: Raft<C, SM>, hooks: Hooks) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, hooks, rx));
-        Batcher { tx }
+        if ENABLED {
+            tokio::spawn(run(raft.clone(), hooks.clone(), rx));
+        }
+        Batcher { raft, hooks, tx }
     }
 
-    /// Writes `command` (which must be [`Command::batchable`]) through Raft, alone or with
-    /// others, and returns what applying it gave.
+    /// Writes `command` through Raft and returns what applying it gave, with the index of the
+    /// entry that carried it. A [`Command::batchable`] command may share its entry with others
+    /// (while [`ENABLED`]); every other command is an entry of its own, stamped with the clock.
     pub async fn write(&self, command: Command) -> Written<C> {
-        debug_assert!(command.batchable(), "{command:?} is not batchable");
+        if !(ENABLED && command.batchable()) {
+            let request = Request { time_ms: (self.hooks.now_ms)(), command };
+            return self.raft.client_write(request).await.map(|r| (r.data, r.log_id.index));
+        }
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Pending { command, reply }).await.is_err() {
             return Err(RaftError::Fatal(Fatal::Stopped));

@@ -2,8 +2,8 @@
 //! [`State`], and the allocator's request handling around them, mirrored from `hc-allocator`
 //! (which the simulator cannot link: it brings RocksDB and gRPC):
 //! - a write is `client_write` of `Request { time_ms: the proposer's clock, command }`, through
-//!   the same batcher (`hc-batcher`) for allocations and releases, so that concurrent ones share
-//!   an entry; "not leader" is a definite refusal with a hint, a discarded entry or a stopped
+//!   the allocator's own writer (`hc-batcher`; while it batches, concurrent allocations and
+//!   releases share an entry); "not leader" is a definite refusal with a hint, a discarded entry or a stopped
 //!   Raft an unknown outcome (`replica.rs`);
 //! - a grant is recorded by the leader's lease keeper, which takes keep-alives in memory and
 //!   proposes `ExpireLease` once a whole TTL passed without one; a new leader first gives every
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use hc_allocator_state::{Command, Output, Request, State};
+use hc_allocator_state::{Command, Output, State};
 use hc_api::IpamError;
 use hc_api::types::{Lease, LeaseState};
 use hc_checker::{Call, OkResult, Outcome};
@@ -61,7 +61,7 @@ pub struct Live {
     pub state: Arc<Mutex<State>>,
     keeper: Mutex<Keeper>,
     recorder: Arc<SimRecorder>,
-    batcher: hc_batcher::Batcher<crate::raft::TypeConfig>,
+    batcher: hc_batcher::Batcher<crate::raft::TypeConfig, crate::raft::MemStateMachine>,
 }
 
 impl std::fmt::Debug for Live {
@@ -121,13 +121,7 @@ impl Live {
 
     /// Proposes `command` with this replica's clock.
     pub async fn propose(&self, command: Command) -> Result<Output, ApiError> {
-        let written = if hc_batcher::ENABLED && command.batchable() {
-            self.batcher.write(command).await
-        } else {
-            let request = Request { time_ms: self.recorder.clock().wall_ms(), command };
-            self.raft.client_write(request).await.map(|r| (r.data, r.log_id.index))
-        };
-        match written {
+        match self.batcher.write(command).await {
             Ok((response, _)) => response.map_err(ApiError::Refused),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ApiError::NotLeader { leader: f.leader_id })
