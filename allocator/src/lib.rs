@@ -2,10 +2,11 @@
 //!
 //! Layout:
 //! - `config.rs`: flags, environment and file, validated before anything starts;
-//! - `raft/`: openraft type config, RocksDB log and state-machine stores, Raft over gRPC;
+//! - `raft/`: openraft type config, RocksDB log and state-machine stores, Raft over gRPC (a
+//!   received snapshot the log already covers is answered, not installed: `hc-snapshot-guard`);
 //! - `replica.rs`: propose (forwarding to the leader), read the applied state, cluster status;
 //!   every write goes through `hc-batcher` (which can put concurrent allocations and releases
-//!   in one Raft entry; off for now, see `hc_batcher::ENABLED`);
+//!   in one Raft entry, see `hc_batcher::ENABLED`);
 //! - `lease_keeper.rs`: the leader's in-memory lease deadlines and expiry proposals;
 //! - `grpc.rs`: the `hc.v1.Ipam` service for agents and tools;
 //! - `rest.rs`, `openapi.rs`: the management REST API;

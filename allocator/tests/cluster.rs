@@ -137,20 +137,32 @@ async fn leader_kill_under_load_loses_nothing_and_the_restarted_replica_catches_
     assert_distinct(&acked);
     assert_everywhere(&cluster, "churn", &acked).await;
 
-    // Write enough that the survivors snapshot and purge past everything the killed replica had.
-    let more = allocate_many(&cluster, "churn", "m", 16, 1_500, Arc::new(AtomicUsize::new(0))).await;
-    let new_leader = cluster.leader_async(Duration::from_secs(10)).await;
-    let status = client.status_at(new_leader).await.unwrap();
+    // Write until the survivors snapshot and purge well past everything the killed replica had.
+    // In rounds: concurrent allocations share entries (`hc-batcher`), so how many entries a
+    // number of allocations takes depends on the load. The killed replica's log ends near
+    // `kill_commit` (plus at most a few uncommitted entries); with the leader's log purged well
+    // past that, catching up needs a snapshot.
     let http = reqwest::Client::new();
-    let (_, cl) =
-        common::rest(&http, reqwest::Method::GET, &cluster.replicas[new_leader].rest, "/v1/cluster", None).await;
-    let purged = cl["purged_index"].as_u64().unwrap_or(0);
-    // The killed replica's log ends near `kill_commit` (plus at most a few uncommitted
-    // entries); with the leader's log purged well past that, catching up needs a snapshot.
+    let mut more = HashMap::new();
+    let mut round = 0;
+    let (purged, committed) = loop {
+        more.extend(
+            allocate_many(&cluster, "churn", &format!("m{round}-"), 16, 1_500, Arc::new(AtomicUsize::new(0))).await,
+        );
+        round += 1;
+        let new_leader = cluster.leader_async(Duration::from_secs(10)).await;
+        let committed = client.status_at(new_leader).await.unwrap().committed;
+        let (_, cl) =
+            common::rest(&http, reqwest::Method::GET, &cluster.replicas[new_leader].rest, "/v1/cluster", None).await;
+        let purged = cl["purged_index"].as_u64().unwrap_or(0);
+        if purged > kill_commit + 100 || round == 8 {
+            break (purged, committed);
+        }
+    };
+    println!("{} more allocations in {round} rounds: committed {committed}, purged {purged}", more.len());
     assert!(
         purged > kill_commit + 100,
-        "the leader should have compacted its log past the kill point (purged {purged}, kill at {kill_commit}, committed {})",
-        status.committed
+        "the leader should have compacted its log past the kill point (purged {purged}, kill at {kill_commit}, committed {committed})"
     );
 
     // Restart the killed replica from its data directory; it must catch up (via snapshot).

@@ -27,13 +27,13 @@ use openraft::storage::RaftStateMachine;
 use openraft::{Raft, RaftTypeConfig};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Whether the allocator and the simulation send batchable commands through the batcher.
-/// **Off**: with it on, seed 983 of the simulation (`cargo run -p hc-sim -- --seed 983`) hit an
-/// assertion inside openraft 0.10.0-alpha.37 (`io_progress.rs:126`, "expect submitted <
-/// new_submitted": a leader's log I/O submitted out of order) and the replicas did not
-/// converge. Until that is understood, no replica may run into it; the batcher stays built and
-/// tested so that it can be turned on again.
-pub const ENABLED: bool = false;
+/// Whether the allocator and the simulation send batchable commands through the batcher. It
+/// was off for a while: with it on, seed 983 of the simulation stopped a replica on an assertion
+/// inside openraft 0.10.0-alpha.37 (`io_progress.rs:126`). The cause was not batching but a
+/// redundant snapshot, which batching's other schedule reached; `hc-snapshot-guard` now answers
+/// such a snapshot without installing it. A constant, so that turning batching off for a build
+/// that must roll back to a pre-batcher one is a one-line change (ARCHITECTURE.md).
+pub const ENABLED: bool = true;
 
 /// Entries of the batcher's own that may be in flight at once. More lets the Raft pipeline
 /// overlap them; fewer makes each carry more commands (BENCHMARKS.md compares 1, 2 and 4).

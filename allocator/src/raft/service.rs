@@ -91,6 +91,13 @@ impl RaftService {
         file.flush().await.map_err(|e| io_status(&e))?;
         tracing::info!(snapshot = %meta, bytes, "received snapshot");
 
+        // A snapshot the log already covers is answered, not installed (`hc-snapshot-guard`).
+        if let Some(done) = hc_snapshot_guard::covered_by_log(&self.raft, &vote, meta.last_log_id.as_ref())
+            .await
+            .map_err(|e| fatal(&e))?
+        {
+            return Ok(done);
+        }
         let snapshot = Snapshot { meta, snapshot: SnapshotFile::new(file.into_std().await) };
         self.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| fatal(&e))
     }

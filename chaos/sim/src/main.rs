@@ -78,7 +78,7 @@ fn main() -> ExitCode {
                     println!("history written to {} (check it with hc-check)", path.display());
                 }
                 println!(
-                    "seed {seed}: {} operations ({} unknown, {} batched), {} faults, {} restarts, term {}, {} snapshot installs, digest {:016x}",
+                    "seed {seed}: {} operations ({} unknown, {} batched), {} faults, {} restarts, term {}, {} snapshot installs ({} answered from the log), digest {:016x}",
                     report.operations,
                     report.unknown,
                     report.batched,
@@ -86,6 +86,7 @@ fn main() -> ExitCode {
                     report.restarts,
                     report.term,
                     report.snapshot_installs,
+                    report.snapshots_covered,
                     report.digest
                 );
                 if report.ok() {
@@ -114,6 +115,7 @@ fn main() -> ExitCode {
     let restarts = AtomicU64::new(0);
     let elections = AtomicU64::new(0);
     let installs = AtomicU64::new(0);
+    let covered = AtomicU64::new(0);
     let batched = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let failures: Mutex<Vec<SeedReport>> = Mutex::new(Vec::new());
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
                             restarts.fetch_add(report.restarts, Ordering::SeqCst);
                             elections.fetch_add(report.term.saturating_sub(1), Ordering::SeqCst);
                             installs.fetch_add(report.snapshot_installs, Ordering::SeqCst);
+                            covered.fetch_add(report.snapshots_covered, Ordering::SeqCst);
                             batched.fetch_add(report.batched, Ordering::SeqCst);
                             if !report.ok() {
                                 if args.expect_violation {
@@ -171,12 +174,13 @@ fn main() -> ExitCode {
         errors.len()
     );
     println!(
-        "  of which {} unknown outcomes and {} allocations or releases that shared a log entry; {} replica restarts, {} elections after the first, {} snapshot installs",
+        "  of which {} unknown outcomes and {} allocations or releases that shared a log entry; {} replica restarts, {} elections after the first, {} snapshot installs, {} snapshots answered from the log",
         unknown.load(Ordering::SeqCst),
         batched.load(Ordering::SeqCst),
         restarts.load(Ordering::SeqCst),
         elections.load(Ordering::SeqCst),
-        installs.load(Ordering::SeqCst)
+        installs.load(Ordering::SeqCst),
+        covered.load(Ordering::SeqCst)
     );
     for (seed, e) in &errors {
         println!("seed {seed}: the simulation could not run: {e}");

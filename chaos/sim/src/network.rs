@@ -46,6 +46,8 @@ pub struct NetStats {
     pub lost: u64,
     pub cut: u64,
     pub down: u64,
+    /// Snapshots a replica answered from its own log instead of installing (`hc-snapshot-guard`).
+    pub snapshots_covered: u64,
 }
 
 /// What the network is doing right now. Guarded by [`Net`]'s mutex, never held across an await.
@@ -141,6 +143,10 @@ impl<E> Net<E> {
 
     pub fn stats(&self) -> NetStats {
         self.lock().stats
+    }
+
+    fn count_covered_snapshot(&self) {
+        self.lock().stats.snapshots_covered += 1;
     }
 
     /// Decides the fate of a message `from → to`. `from == None` is a client: clients are not
@@ -323,8 +329,20 @@ impl RaftNetworkV2<TypeConfig> for SimPeer {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let net = self.net.clone();
         let send = self.rpc(RPCTypes::InstallSnapshot, &option, |live| async move {
-            live.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string())
+            // The allocator's receiving side (`raft/service.rs`): a snapshot the log already
+            // covers is answered, not installed.
+            let covered = hc_snapshot_guard::covered_by_log(&live.raft, &vote, snapshot.meta.last_log_id.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            match covered {
+                Some(done) => {
+                    net.count_covered_snapshot();
+                    Ok(done)
+                }
+                None => live.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()),
+            }
         });
         tokio::select! {
             // `biased`: no random branch choice, so the run stays deterministic.

@@ -52,6 +52,8 @@ pub struct SeedReport {
     /// The Raft term at the end: 1 + the elections that bumped it.
     pub term: u64,
     pub snapshot_installs: u64,
+    /// Snapshots a replica answered from its own log instead of installing (`hc-snapshot-guard`).
+    pub snapshots_covered: u64,
     /// Operations recorded with an unknown outcome.
     pub unknown: u64,
     /// Allocate and release commands that shared a log entry with others (`hc-batcher`).
@@ -292,6 +294,7 @@ async fn run(seed: u64, options: SimOptions) -> anyhow::Result<SeedReport> {
         restarts,
         term,
         snapshot_installs,
+        snapshots_covered: net.stats().snapshots_covered,
         unknown: history.ops().filter(|op| matches!(op.outcome, hc_checker::Outcome::Unknown { .. })).count() as u64,
         batched: recorder.batched(),
         violations,
