@@ -57,6 +57,11 @@ pub struct Flags {
     /// How often the leader looks for expired leases.
     #[arg(long, env = "HC_ALLOCATOR_LEASE_CHECK_MS")]
     pub lease_check_ms: Option<u64>,
+    /// Let concurrent allocations and releases share a Raft entry (default true). Set it to
+    /// false on every replica while one of a build before batching is still in the cluster: such
+    /// a build cannot decode a batch entry.
+    #[arg(long, env = "HC_ALLOCATOR_BATCH_PROPOSALS", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub batch_proposals: Option<bool>,
 }
 
 /// The file's keys: the long flags in snake_case.
@@ -73,6 +78,7 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     snapshot_log_percent: Option<u64>,
     lease_check_ms: Option<u64>,
+    batch_proposals: Option<bool>,
 }
 
 /// One founding member.
@@ -96,6 +102,8 @@ pub struct Config {
     pub snapshot_every: u64,
     pub snapshot_log_percent: u64,
     pub lease_check: Duration,
+    /// Concurrent allocations and releases may share a Raft entry (`hc-batcher`).
+    pub batch_proposals: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +141,7 @@ impl Config {
         let snapshot_every = flags.snapshot_every.or(file.snapshot_every).unwrap_or(20_000);
         let snapshot_log_percent = flags.snapshot_log_percent.or(file.snapshot_log_percent).unwrap_or(25);
         let lease_check = Duration::from_millis(flags.lease_check_ms.or(file.lease_check_ms).unwrap_or(100));
+        let batch_proposals = flags.batch_proposals.or(file.batch_proposals).unwrap_or(true);
 
         let initial_cluster = match flags.initial_cluster.or(file.initial_cluster) {
             Some(spec) => {
@@ -158,6 +167,7 @@ impl Config {
             snapshot_every,
             snapshot_log_percent,
             lease_check,
+            batch_proposals,
         };
         config.validate()?;
         Ok(config)
@@ -269,6 +279,13 @@ mod tests {
         let e = Config::load(flags(&["--dev", "--heartbeat-ms", "300", "--election-timeout-ms", "500"]))
             .expect_err("rejected");
         assert!(e.to_string().contains("election_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn batching_defaults_to_on_and_can_be_turned_off() {
+        assert!(Config::load(flags(&["--dev"])).expect("valid").batch_proposals);
+        assert!(!Config::load(flags(&["--dev", "--batch-proposals", "false"])).expect("valid").batch_proposals);
+        assert!(Flags::try_parse_from(["hc-allocator", "--batch-proposals", "maybe"]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!   received snapshot the log already covers is answered, not installed: `hc-snapshot-guard`);
 //! - `replica.rs`: propose (forwarding to the leader), read the applied state, cluster status;
 //!   every write goes through `hc-batcher` (which can put concurrent allocations and releases
-//!   in one Raft entry, see `hc_batcher::ENABLED`);
+//!   in one Raft entry; `--batch-proposals`);
 //! - `lease_keeper.rs`: the leader's in-memory lease deadlines and expiry proposals;
 //! - `grpc.rs`: the `hc.v1.Ipam` service for agents and tools;
 //! - `rest.rs`, `openapi.rs`: the management REST API;

@@ -37,8 +37,8 @@ pub struct Replica {
     peers: std::sync::Mutex<HashMap<String, Channel>>,
     /// The state machine's "build the next snapshot at once" flag (see [`Self::snapshot_now`]).
     snapshot_now: Arc<AtomicBool>,
-    /// Writes every proposal through Raft (allocations and releases several to an entry, while
-    /// `hc_batcher::ENABLED`).
+    /// Writes every proposal through Raft (allocations and releases several to an entry, unless
+    /// `--batch-proposals false`).
     batcher: hc_batcher::Batcher<TypeConfig, StateMachineStore>,
 }
 
@@ -50,14 +50,15 @@ pub fn now_ms() -> u64 {
 
 impl Replica {
     /// `snapshot_now` is the state machine store's flag
-    /// ([`crate::raft::StateMachineStore::snapshot_now_flag`]). Starts the batcher, so it must be
-    /// called on the runtime that serves the replica.
-    pub fn new(id: u64, raft: Raft, state: Arc<RwLock<State>>, snapshot_now: Arc<AtomicBool>) -> Self {
+    /// ([`crate::raft::StateMachineStore::snapshot_now_flag`]). `batching`: concurrent
+    /// allocations and releases may share an entry. Starts the batcher, so it must be called on
+    /// the runtime that serves the replica.
+    pub fn new(id: u64, raft: Raft, state: Arc<RwLock<State>>, snapshot_now: Arc<AtomicBool>, batching: bool) -> Self {
         let hooks = hc_batcher::Hooks {
             now_ms: Arc::new(now_ms),
             wrote_entry: Arc::new(|commands| metrics::histogram!(m::BATCH_COMMANDS).record(commands as f64)),
         };
-        let batcher = hc_batcher::Batcher::start(raft.clone(), hooks);
+        let batcher = hc_batcher::Batcher::start(raft.clone(), hooks, batching);
         Replica { id, raft, state, peers: Default::default(), snapshot_now, batcher }
     }
 

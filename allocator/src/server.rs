@@ -39,7 +39,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
             .await
             .context("starting raft")?;
 
-    let replica = Arc::new(Replica::new(config.id, raft.clone(), state, snapshot_now));
+    let replica = Arc::new(Replica::new(config.id, raft.clone(), state, snapshot_now, config.batch_proposals));
     let leases = Arc::new(LeaseKeeper::default());
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
@@ -48,7 +48,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let rest_listener = TcpListener::bind(config.rest_addr)
         .await
         .with_context(|| format!("binding REST address {}", config.rest_addr))?;
-    tracing::info!(id = config.id, grpc = %config.grpc_addr, rest = %config.rest_addr, data_dir = %config.data_dir.display(), "replica listening");
+    tracing::info!(id = config.id, grpc = %config.grpc_addr, rest = %config.rest_addr, data_dir = %config.data_dir.display(), batch_proposals = config.batch_proposals, "replica listening");
 
     let grpc = {
         let mut shutdown = shutdown.clone();

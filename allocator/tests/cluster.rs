@@ -60,11 +60,9 @@ async fn three_replicas_64_clients_allocate_10000_distinct_addresses_visible_on_
         commands += sample(&page, "hc_allocator_proposal_batch_commands_sum");
         entries += sample(&page, "hc_allocator_proposal_batch_commands_count");
     }
-    println!("{commands} allocations in {entries} batcher entries (batching on: {})", hc_batcher::ENABLED);
-    if hc_batcher::ENABLED {
-        assert!(commands >= 10_000.0, "the batcher wrote {commands} commands for 10000 allocations");
-        assert!(entries < commands, "no entry carried more than one allocation");
-    }
+    println!("{commands} allocations in {entries} batcher entries");
+    assert!(commands >= 10_000.0, "the batcher wrote {commands} commands for 10000 allocations");
+    assert!(entries < commands, "no entry carried more than one allocation");
 
     // A client may not propose a batch itself: it is the allocator's to form.
     let batch = Command::Batch(vec![Command::Allocate { fence: None, request: common::request("load", "c-batch") }]);
@@ -78,6 +76,31 @@ async fn three_replicas_64_clients_allocate_10000_distinct_addresses_visible_on_
             .iter()
             .all(|a| a.owner.container_id != "c-batch")
     );
+}
+
+/// `--batch-proposals false` (for rolling upgrades from builds before batching): every
+/// allocation is an entry of its own, however many clients write at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_batching_off_every_allocation_is_an_entry_of_its_own() {
+    let cluster = Cluster::start(3, &["--batch-proposals", "false"]).await;
+    let client = cluster.client();
+    client.propose(&Command::CreatePool(pool("plain", "10.23.0.0/16"))).await.unwrap();
+    let leader = cluster.leader_async(Duration::from_secs(10)).await;
+    let before = client.status_at(leader).await.unwrap().committed;
+
+    let acked = allocate_many(&cluster, "plain", "p", 64, 2_000, Arc::new(AtomicUsize::new(0))).await;
+    assert_eq!(acked.len(), 2_000);
+    assert_distinct(&acked);
+    assert_everywhere(&cluster, "plain", &acked).await;
+
+    let leader = cluster.leader_async(Duration::from_secs(10)).await;
+    let entries = client.status_at(leader).await.unwrap().committed - before;
+    println!("2000 allocations by 64 clients with batching off: {entries} entries");
+    assert!(entries >= 2_000, "2000 allocations took only {entries} entries with batching off");
+    for i in 0..cluster.replicas.len() {
+        let page = metrics_page(&cluster, i).await;
+        assert_eq!(sample(&page, "hc_allocator_proposal_batch_commands_count"), 0.0, "replica {i} batched");
+    }
 }
 
 async fn metrics_page(cluster: &Cluster, i: usize) -> String {

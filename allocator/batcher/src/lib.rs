@@ -27,14 +27,6 @@ use openraft::storage::RaftStateMachine;
 use openraft::{Raft, RaftTypeConfig};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Whether the allocator and the simulation send batchable commands through the batcher. It
-/// was off for a while: with it on, seed 983 of the simulation stopped a replica on an assertion
-/// inside openraft 0.10.0-alpha.37 (`io_progress.rs:126`). The cause was not batching but a
-/// redundant snapshot, which batching's other schedule reached; `hc-snapshot-guard` now answers
-/// such a snapshot without installing it. A constant, so that turning batching off for a build
-/// that must roll back to a pre-batcher one is a one-line change (ARCHITECTURE.md).
-pub const ENABLED: bool = true;
-
 /// Entries of the batcher's own that may be in flight at once. More lets the Raft pipeline
 /// overlap them; fewer makes each carry more commands (BENCHMARKS.md compares 1, 2 and 4).
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -70,7 +62,7 @@ struct Pending<C: RaftTypeConfig> {
 }
 
 /// A replica's writer: every command goes through [`Batcher::write`]. The task that forms and
-/// writes batches (only started while [`ENABLED`]) ends when this is dropped.
+/// writes batches (only started when batching is on) ends when this is dropped.
 pub struct Batcher<C, SM>
 where
     C: RaftTypeConfig,
@@ -78,7 +70,8 @@ where
 {
     raft: Raft<C, SM>,
     hooks: Hooks,
-    tx: mpsc::Sender<Pending<C>>,
+    /// `None`: batching is off, and every command is an entry of its own.
+    tx: Option<mpsc::Sender<Pending<C>>>,
 }
 
 impl<C, SM> fmt::Debug for Batcher<C, SM>
@@ -96,25 +89,37 @@ where
     C: RaftTypeConfig<D = Request, R = Response>,
     SM: RaftStateMachine<C> + 'static,
 {
-    /// Starts the batching task (while [`ENABLED`]) on the current tokio runtime.
-    pub fn start(raft: Raft<C, SM>, hooks: Hooks) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        if ENABLED {
+    /// With `batching`, starts the batching task on the current tokio runtime. Without it, every
+    /// command is written as an entry of its own, as a build without the batcher does: a
+    /// replica must run so while a replica of such a build is still in the cluster (it cannot
+    /// decode a batch entry).
+    pub fn start(raft: Raft<C, SM>, hooks: Hooks, batching: bool) -> Self {
+        let tx = batching.then(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(run(raft.clone(), hooks.clone(), rx));
-        }
+            tx
+        });
         Batcher { raft, hooks, tx }
+    }
+
+    /// Whether concurrent allocations and releases may share an entry.
+    pub fn batching(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Writes `command` through Raft and returns what applying it gave, with the index of the
     /// entry that carried it. A [`Command::batchable`] command may share its entry with others
-    /// (while [`ENABLED`]); every other command is an entry of its own, stamped with the clock.
+    /// (when batching is on); every other command is an entry of its own, stamped with the clock.
     pub async fn write(&self, command: Command) -> Written<C> {
-        if !(ENABLED && command.batchable()) {
-            let request = Request { time_ms: (self.hooks.now_ms)(), command };
-            return self.raft.client_write(request).await.map(|r| (r.data, r.log_id.index));
-        }
+        let tx = match &self.tx {
+            Some(tx) if command.batchable() => tx,
+            _ => {
+                let request = Request { time_ms: (self.hooks.now_ms)(), command };
+                return self.raft.client_write(request).await.map(|r| (r.data, r.log_id.index));
+            }
+        };
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Pending { command, reply }).await.is_err() {
+        if tx.send(Pending { command, reply }).await.is_err() {
             return Err(RaftError::Fatal(Fatal::Stopped));
         }
         rx.await.unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))

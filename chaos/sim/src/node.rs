@@ -87,7 +87,7 @@ impl Live {
             now_ms: Arc::new(move || clock.wall_ms()),
             wrote_entry: Arc::new(move |commands| counted.wrote_entry(commands)),
         };
-        let batcher = hc_batcher::Batcher::start(raft.clone(), hooks);
+        let batcher = hc_batcher::Batcher::start(raft.clone(), hooks, true);
         Live { id, raft, state, keeper: Mutex::new(Keeper::default()), recorder, batcher }
     }
 
