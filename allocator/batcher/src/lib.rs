@@ -102,11 +102,6 @@ where
         Batcher { raft, hooks, tx }
     }
 
-    /// Whether concurrent allocations and releases may share an entry.
-    pub fn batching(&self) -> bool {
-        self.tx.is_some()
-    }
-
     /// Writes `command` through Raft and returns what applying it gave, with the index of the
     /// entry that carried it. A [`Command::batchable`] command may share its entry with others
     /// (when batching is on); every other command is an entry of its own, stamped with the clock.

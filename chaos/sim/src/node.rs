@@ -2,9 +2,9 @@
 //! [`State`], and the allocator's request handling around them, mirrored from `hc-allocator`
 //! (which the simulator cannot link: it brings RocksDB and gRPC):
 //! - a write is `client_write` of `Request { time_ms: the proposer's clock, command }`, through
-//!   the allocator's own writer (`hc-batcher`; while it batches, concurrent allocations and
-//!   releases share an entry); "not leader" is a definite refusal with a hint, a discarded entry or a stopped
-//!   Raft an unknown outcome (`replica.rs`);
+//!   the allocator's own writer (`hc-batcher`, batching on: concurrent allocations and releases
+//!   share an entry); "not leader" is a definite refusal with a hint, a discarded entry or a
+//!   stopped Raft an unknown outcome (`replica.rs`);
 //! - a grant is recorded by the leader's lease keeper, which takes keep-alives in memory and
 //!   proposes `ExpireLease` once a whole TTL passed without one; a new leader first gives every
 //!   active lease a fresh TTL (`lease_keeper.rs`).
