@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::agent::Agent;
-use crate::datapath::{Attached, AttachmentId, DatapathError, DatapathMode, DesiredAttachment, ValidationError};
+use crate::datapath::{
+    Attached, AttachmentId, DatapathError, DatapathMode, DesiredAttachment, Prepared, ValidationError,
+};
 use crate::lease::is_fenced;
 use crate::metrics;
 use crate::request;
@@ -83,18 +85,29 @@ impl Agent {
             return Err(AgentError::try_again_later("this node has no valid lease yet; hc-agent is re-acquiring it"));
         };
         let alloc_req = request::allocate_request(&req, &self.config.node, &self.config.node_labels)?;
-        let step = StdInstant::now();
-        let allocated = self.allocator.client().allocate(Some(fence.clone()), alloc_req).await;
-        metrics::cni_step("ADD", "allocate", step.elapsed());
+        // The veth pair needs nothing from the allocator: it is built while the address is
+        // committed, and finished once the pool (VLAN, bridge, address, routes) is known.
+        let veth = match (plugin, netns.as_deref()) {
+            (Plugin::Bridge, Some(netns)) => Some(request::pod_veth(&req, netns)?),
+            _ => None,
+        };
+        let client = self.allocator.client();
+        let (allocated, prepared) = tokio::join!(
+            timed("ADD", "allocate", client.allocate(Some(fence.clone()), alloc_req)),
+            self.prepare(veth.as_ref()),
+        );
         let allocated = match allocated {
             Ok(a) => a,
-            Err(e) => return Err(self.ipam_error(e, &fence)),
+            Err(e) => {
+                self.discard(prepared).await;
+                return Err(self.ipam_error(e, &fence));
+            }
         };
         let address = request::address_of(&allocated);
         info!(%address, pool = %allocated.pool.name, vlan = ?allocated.pool.vlan, created = allocated.created, "allocated");
 
         // From here on, a failure releases the address before answering.
-        let built = self.build(plugin, &req, netns.as_deref(), &allocated).await;
+        let built = self.build(plugin, &req, netns.as_deref(), &allocated, prepared).await;
         let (desired, attached) = match built {
             Ok(b) => b,
             Err(e) => {
@@ -136,42 +149,66 @@ impl Agent {
         Ok(result)
     }
 
+    /// The address-independent part of an ADD's datapath (hc-bridge only), timed as its
+    /// `prepare` step; nothing prepared for other plugins.
+    async fn prepare(&self, veth: Option<&DesiredAttachment>) -> Prepared {
+        let Some(veth) = veth else { return Prepared::nothing() };
+        timed("ADD", "prepare", async { self.datapath.read().await.prepare(veth).await }).await
+    }
+
+    /// Removes what `prepare` built, for an ADD that goes no further.
+    async fn discard(&self, prepared: Prepared) {
+        if prepared.created() {
+            self.datapath.read().await.discard(prepared).await;
+        }
+    }
+
     /// The datapath of an ADD (hc-bridge only), after checking the pool fits the network.
+    /// What `prepare` built is removed again if the ADD fails here.
     async fn build(
         &self,
         plugin: Plugin,
         req: &AttachmentRequest,
         netns: Option<&str>,
         allocated: &Allocated,
+        prepared: Prepared,
     ) -> Result<(Option<DesiredAttachment>, Option<Attached>), AgentError> {
-        request::check_vlan(req, &allocated.pool)?;
-        match (plugin, netns) {
-            (Plugin::Bridge, Some(netns)) => {
-                let desired = request::desired_attachment(req, netns, allocated)?;
-                let step = StdInstant::now();
-                let shared = self.datapath.read().await;
-                let attached = if shared.node().mode == DatapathMode::PerVlanBridge
-                    && shared.node_complete(desired.vlan).await.map_err(datapath_error)?
-                {
-                    metrics::cni_step("ADD", "datapath_wait", step.elapsed());
-                    let step = StdInstant::now();
-                    let attached = shared.setup(&desired).await;
-                    metrics::cni_step("ADD", "datapath", step.elapsed());
-                    attached
-                } else {
-                    drop(shared);
-                    let exclusive = self.datapath.write().await;
-                    metrics::cni_step("ADD", "datapath_wait", step.elapsed());
-                    let step = StdInstant::now();
-                    let attached = exclusive.setup(&desired).await;
-                    metrics::cni_step("ADD", "datapath", step.elapsed());
-                    attached
-                };
-                let attached = attached.map_err(datapath_error)?;
-                Ok((Some(desired), Some(attached)))
+        let desired = request::check_vlan(req, &allocated.pool).and_then(|()| match (plugin, netns) {
+            (Plugin::Bridge, Some(netns)) => request::desired_attachment(req, netns, allocated).map(Some),
+            _ => Ok(None),
+        });
+        let desired = match desired {
+            Ok(Some(desired)) => desired,
+            Ok(None) => return Ok((None, None)),
+            Err(e) => {
+                self.discard(prepared).await;
+                return Err(e);
             }
-            _ => Ok((None, None)),
-        }
+        };
+        let step = StdInstant::now();
+        let shared = self.datapath.read().await;
+        let complete = match shared.node().mode {
+            DatapathMode::PerVlanBridge => shared.node_complete(desired.vlan).await,
+            DatapathMode::VlanFiltering => Ok(false),
+        };
+        let attached = match complete {
+            Ok(true) => {
+                metrics::cni_step("ADD", "datapath_wait", step.elapsed());
+                timed("ADD", "datapath", shared.setup_prepared(&desired, prepared)).await
+            }
+            Ok(false) => {
+                drop(shared);
+                let exclusive = self.datapath.write().await;
+                metrics::cni_step("ADD", "datapath_wait", step.elapsed());
+                timed("ADD", "datapath", exclusive.setup_prepared(&desired, prepared)).await
+            }
+            Err(e) => {
+                shared.discard(prepared).await;
+                Err(e)
+            }
+        };
+        let attached = attached.map_err(datapath_error)?;
+        Ok((Some(desired), Some(attached)))
     }
 
     /// DEL: best-effort teardown, release, forget. Nothing there is success.

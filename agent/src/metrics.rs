@@ -54,8 +54,9 @@ fn describe() {
         Unit::Seconds,
         "Time one step of a CNI ADD or DEL took, by verb and step: gate_wait (queued behind a \
          whole-node pass or a call for the same attachment), allocate / release (the replicated \
-         allocator write), datapath_wait (queued for the node's datapath), datapath (netlink work), \
-         record (the durable attachment record)."
+         allocator write), prepare (an ADD's veth pair, built during its allocate step), \
+         datapath_wait (queued for the node's datapath), datapath (netlink work), record (the \
+         durable attachment record)."
     );
     describe_gauge!(LEASE_VALID, "1 while the node holds a valid, reconciled lease (CNI ADD is served).");
     describe_gauge!(LEASE_TOKEN, "Fencing token of the current lease.");

@@ -99,11 +99,18 @@ pub fn desired_attachment(
     allocated: &Allocated,
 ) -> Result<DesiredAttachment, AgentError> {
     let pool = &allocated.pool;
-    let mut att = DesiredAttachment::new(&req.container_id, &req.ifname, netns);
+    let mut att = pod_veth(req, netns)?;
     att.vlan = pool.vlan;
     att.addresses = vec![address_of(allocated)];
     att.gateways = pool.gateway.into_iter().collect();
     att.routes = pool.routes.iter().map(|r| Route { dst: r.dst, via: r.gw }).collect();
+    Ok(att)
+}
+
+/// The attachment as far as it is known before the allocator answers: the veth pair's names,
+/// namespace, MTU and MAC, no VLAN, addresses or routes.
+pub fn pod_veth(req: &AttachmentRequest, netns: &str) -> Result<DesiredAttachment, AgentError> {
+    let mut att = DesiredAttachment::new(&req.container_id, &req.ifname, netns);
     att.mtu = req.network.config.mtu;
     att.mac = match &req.runtime_config.mac {
         Some(m) => {

@@ -51,5 +51,10 @@ async fn metrics_health_and_per_pod_traffic() -> Result<()> {
     ] {
         assert!(text.contains(needle), "{needle} missing from /metrics:\n{text}");
     }
+    // Each ADD built its veth pair while its address was being committed.
+    let prepared = text.lines().find(|l| {
+        l.starts_with("hc_agent_cni_step_duration_seconds_count{") && l.contains("verb=\"ADD\",step=\"prepare\"")
+    });
+    assert_eq!(prepared.and_then(|l| l.rsplit(' ').next()), Some("2"), "{prepared:?} in /metrics:\n{text}");
     Ok(())
 }

@@ -215,6 +215,86 @@ async fn setup_refuses_a_foreign_interface_and_bad_input_and_leaves_nothing() ->
     Ok(())
 }
 
+/// An ADD builds the veth pair while its address is committed (`prepare`), then finishes it
+/// (`setup_prepared`); an ADD that goes no further removes the pair (`discard`). What existed
+/// before `prepare` is never removed by a failed setup.
+#[tokio::test]
+async fn a_prepared_veth_pair_is_finished_by_setup_or_removed_by_discard() -> Result<()> {
+    let n = node_ns()?;
+    let (p1, p2, p3) = (Netns::new()?, Netns::new()?, Netns::new()?);
+    let dp = datapath(&n).await?;
+
+    // Prepared: the pair exists, the peer in the pod under its final name with its MTU and
+    // MAC, down and on no bridge; nothing else is there yet.
+    let mut a1 = attachment(&p1, None, "10.83.0.2/24", Some("10.83.0.1"));
+    a1.mac = Some("02:83:00:00:00:02".parse()?);
+    a1.mtu = Some(1400);
+    let mut veth = a1.clone();
+    (veth.addresses, veth.gateways) = (Vec::new(), Vec::new());
+    let prepared = dp.prepare(&veth).await;
+    assert!(prepared.created());
+    let port = n.link(&a1.host_veth)?.expect("host veth after prepare");
+    assert!(port.get("master").is_none(), "{port}");
+    assert_eq!(port["mtu"], 1400);
+    let pod_link = p1.link("eth0")?.expect("eth0 in the pod after prepare");
+    assert_eq!(pod_link["address"], "02:83:00:00:00:02");
+    assert_eq!(pod_link["mtu"], 1400);
+    assert!(p1.addresses("eth0")?.is_empty());
+
+    // Finished: the same attachment a plain setup builds, reported with its MACs.
+    let done = dp.setup_prepared(&a1, prepared).await?;
+    assert!(!done.repaired.is_empty());
+    assert_eq!(done.pod_mac, a1.mac);
+    let port = n.link(&a1.host_veth)?.expect("host veth");
+    assert_eq!(done.host_mac.map(|m| m.to_string()).as_deref(), port["address"].as_str());
+    assert_eq!(dp.check(&a1).await?, vec![]);
+    assert_eq!(p1.addresses("eth0")?, ["10.83.0.2/24"]);
+    assert_eq!(n.link(&a1.host_veth)?.expect("veth")["master"], "br0");
+
+    // A complete attachment prepared again: nothing created, nothing removed on a discard.
+    let again = dp.prepare(&veth).await;
+    assert!(!again.created());
+    dp.discard(again).await;
+    assert!(n.link(&a1.host_veth)?.is_some() && p1.link("eth0")?.is_some());
+
+    // Discarded (the allocation failed): both ends are gone.
+    let a2 = attachment(&p2, None, "10.83.0.3/24", Some("10.83.0.1"));
+    let prepared = dp.prepare(&a2).await;
+    assert!(prepared.created() && n.link(&a2.host_veth)?.is_some());
+    dp.discard(prepared).await;
+    assert!(n.link(&a2.host_veth)?.is_none(), "prepared host veth left behind");
+    assert!(p2.link("eth0")?.is_none(), "prepared pod interface left behind");
+
+    // Prepared, then the address turns out invalid for the pod (its gateway off-link): the
+    // prepared pair is removed with the refusal.
+    let prepared = dp.prepare(&a2).await;
+    assert!(prepared.created());
+    let mut bad = a2.clone();
+    bad.gateways = vec!["10.84.0.1".parse()?];
+    assert!(matches!(dp.setup_prepared(&bad, prepared).await, Err(DatapathError::Invalid(_))));
+    assert!(n.link(&a2.host_veth)?.is_none() && p2.link("eth0")?.is_none());
+
+    // Prepared, then setup fails in the kernel (IPv6 disabled in the pod): removed too.
+    p3.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+    let mut v6 = attachment(&p3, None, "10.83.0.4/24", None);
+    v6.addresses.push("fd83::4/64".parse()?);
+    let prepared = dp.prepare(&v6).await;
+    assert!(prepared.created());
+    dp.setup_prepared(&v6, prepared).await.expect_err("IPv6 address in a pod without IPv6");
+    assert!(n.link(&v6.host_veth)?.is_none() && p3.link("eth0")?.is_none(), "half-built attachment left behind");
+
+    // A namespace that is gone: nothing prepared; setup reports it.
+    let mut gone = attachment(&p3, None, "10.83.0.5/24", None);
+    gone.netns = "/run/netns/hc-no-such-namespace".into();
+    let prepared = dp.prepare(&gone).await;
+    assert!(!prepared.created());
+    assert!(matches!(dp.setup_prepared(&gone, prepared).await, Err(DatapathError::Conflict { .. })));
+    assert!(n.link(&gone.host_veth)?.is_none());
+
+    dp.teardown(&a1.id()).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn br_netfilter_is_enabled_in_the_node_namespace() -> Result<()> {
     let n = node_ns()?;

@@ -208,14 +208,7 @@ impl DesiredAttachment {
 
     /// Checks the attachment on its own and against the node it goes on.
     pub fn validate(&self, node: &DesiredNode) -> Result<(), ValidationError> {
-        if self.container_id.is_empty() {
-            return Err(ValidationError::EmptyContainerId);
-        }
-        check_ifname("pod interface", &self.ifname)?;
-        check_ifname("host veth", &self.host_veth)?;
-        if !self.netns.is_absolute() {
-            return Err(ValidationError::NetnsPath { path: self.netns.clone() });
-        }
+        self.validate_veth()?;
         if let Some(vid) = self.vlan {
             if !(1..=4094).contains(&vid) {
                 return Err(ValidationError::Vlan { vid });
@@ -224,14 +217,6 @@ impl DesiredAttachment {
                 // VLAN 1 is the bridge's native VLAN and would leave the trunk untagged.
                 return Err(ValidationError::NativeVlan { vid });
             }
-        }
-        if let Some(mtu) = self.mtu {
-            check_mtu(mtu)?;
-        }
-        if let Some(mac) = self.mac
-            && !mac.is_valid_unicast()
-        {
-            return Err(ValidationError::Mac { value: mac.to_string() });
         }
         if self.addresses.is_empty() {
             return Err(ValidationError::NoAddress);
@@ -257,6 +242,28 @@ impl DesiredAttachment {
             {
                 return Err(ValidationError::RouteVia { route: *route });
             }
+        }
+        Ok(())
+    }
+
+    /// Checks what the veth pair alone is made of: names, namespace, MTU and MAC. All an
+    /// attachment needs before its address is known ([`super::Datapath::prepare`]).
+    pub fn validate_veth(&self) -> Result<(), ValidationError> {
+        if self.container_id.is_empty() {
+            return Err(ValidationError::EmptyContainerId);
+        }
+        check_ifname("pod interface", &self.ifname)?;
+        check_ifname("host veth", &self.host_veth)?;
+        if !self.netns.is_absolute() {
+            return Err(ValidationError::NetnsPath { path: self.netns.clone() });
+        }
+        if let Some(mtu) = self.mtu {
+            check_mtu(mtu)?;
+        }
+        if let Some(mac) = self.mac
+            && !mac.is_valid_unicast()
+        {
+            return Err(ValidationError::Mac { value: mac.to_string() });
         }
         Ok(())
     }

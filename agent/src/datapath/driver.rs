@@ -52,6 +52,38 @@ pub struct ReconcileReport {
 /// A pod namespace's netlink connection, opened once per operation (`None`: namespace gone).
 type PodConns = HashMap<PathBuf, Option<Netlink>>;
 
+/// An attachment's veth pair, built by [`Datapath::prepare`] before its address is known, for
+/// [`Datapath::setup_prepared`] to finish.
+pub struct Prepared {
+    /// Whether the host veth existed before `prepare` (`None`: it could not tell). Setup never
+    /// removes an attachment that existed before it.
+    existed: Option<bool>,
+    /// The attachment whose pair `prepare` created: whoever ends the ADD before setup hands
+    /// it to [`Datapath::discard`].
+    created: Option<AttachmentId>,
+    /// The connection into the pod's namespace, opened while the address was committed.
+    conns: PodConns,
+}
+
+impl Prepared {
+    /// Nothing prepared: setup does all the work.
+    pub fn nothing() -> Self {
+        Prepared { existed: None, created: None, conns: PodConns::new() }
+    }
+
+    /// Whether `prepare` built anything that must be removed if the ADD goes no further.
+    pub fn created(&self) -> bool {
+        self.created.is_some()
+    }
+}
+
+/// What the last round of a converge loop observed: nothing left to repair.
+struct Converged {
+    repaired: Vec<Drift>,
+    host: HostView,
+    pod: Option<PodView>,
+}
+
 impl Datapath {
     /// Validates the node's desired state and connects to its namespace (`NetnsRef::Current`
     /// in production; tests use a namespace of their own as the "node").
@@ -84,27 +116,82 @@ impl Datapath {
 
     /// Whether the node's links for pods in `vlan` are all as they should be (nothing to build).
     pub async fn node_complete(&self, vlan: Option<u16>) -> Result<bool, DatapathError> {
-        Ok(self.diff(Some(&BTreeSet::from([vlan])), None, &mut PodConns::new()).await?.is_empty())
+        Ok(self.diff(Some(&BTreeSet::from([vlan])), None, &mut PodConns::new()).await?.0.is_empty())
     }
 
     /// Builds the node's bridges and uplink configuration for pods in `vlans`.
     pub async fn ensure_node(&self, vlans: &BTreeSet<Option<u16>>) -> Result<Vec<Drift>, DatapathError> {
-        self.converge(Some(vlans), None, &mut PodConns::new()).await
+        Ok(self.converge(Some(vlans), None, &mut PodConns::new()).await?.repaired)
+    }
+
+    /// The part of an attachment that needs nothing from the allocator: its veth pair, the
+    /// peer born in the pod's namespace under its final name with its MTU and MAC, and a
+    /// connection into that namespace. An ADD runs it while its address is being committed;
+    /// [`Datapath::setup_prepared`] then does the rest (`att`'s VLAN, addresses and routes are
+    /// not looked at here).
+    ///
+    /// Never fails: whatever it could not do (an invalid name, a missing namespace, a name
+    /// already taken) setup finds again and reports. An existing host veth is left alone.
+    pub async fn prepare(&self, att: &DesiredAttachment) -> Prepared {
+        let mut prepared = Prepared::nothing();
+        if let Err(e) = att.validate_veth() {
+            debug!(error = %e, "nothing prepared: invalid attachment");
+            return prepared;
+        }
+        match self.host.link(&att.host_veth).await {
+            Ok(found) => prepared.existed = Some(found.is_some()),
+            Err(e) => debug!(error = %e, "nothing prepared: cannot look up the host veth"),
+        }
+        if prepared.existed != Some(false) {
+            return prepared;
+        }
+        let file = match netns::open(&att.netns) {
+            Ok(Some(file)) => file,
+            Ok(None) => return prepared,
+            Err(e) => {
+                debug!(error = %e, "nothing prepared");
+                return prepared;
+            }
+        };
+        let mtu = super::layout::pod_port(&self.node, att).mtu;
+        match self.host.create_veth(&att.host_veth, &att.ifname, &file, mtu, att.mac).await {
+            Ok(()) => prepared.created = Some(att.id()),
+            Err(e) => {
+                debug!(error = %e, "veth pair not prepared");
+                return prepared;
+            }
+        }
+        if let Err(e) = pod_conn(&mut prepared.conns, &att.netns).await {
+            debug!(error = %e, "no connection into the pod's namespace yet");
+        }
+        prepared
     }
 
     /// Builds one attachment (and what the node needs for its VLAN). Idempotent: a complete
     /// attachment is left alone. On failure whatever was built for it is removed again.
-    #[tracing::instrument(skip_all, fields(container_id = %att.container_id, ifname = %att.ifname, vlan = ?att.vlan))]
     pub async fn setup(&self, att: &DesiredAttachment) -> Result<Attached, DatapathError> {
-        att.validate(&self.node)?;
+        self.setup_prepared(att, Prepared::nothing()).await
+    }
+
+    /// [`Datapath::setup`] after [`Datapath::prepare`]: what `prepare` built counts as built
+    /// by this call (removed again on failure), what existed before it does not.
+    #[tracing::instrument(skip_all, fields(container_id = %att.container_id, ifname = %att.ifname, vlan = ?att.vlan))]
+    pub async fn setup_prepared(&self, att: &DesiredAttachment, prepared: Prepared) -> Result<Attached, DatapathError> {
+        let Prepared { existed, created, mut conns } = prepared;
+        if let Err(e) = att.validate(&self.node) {
+            self.discard(Prepared { existed, created, conns }).await;
+            return Err(e.into());
+        }
         let vlans = BTreeSet::from([att.vlan]);
-        let mut conns = PodConns::new();
         // An attachment that existed before this call is never torn down by it: a failed
         // repair must not take down a working pod, and a conflict must not remove what is not
         // ours. Anything this call created is removed again on failure.
-        let existed = self.host.link(&att.host_veth).await?.is_some();
-        let repaired = match self.converge(Some(&vlans), Some(att), &mut conns).await {
-            Ok(repaired) => repaired,
+        let existed = match existed {
+            Some(existed) => existed,
+            None => self.host.link(&att.host_veth).await?.is_some(),
+        };
+        let done = match self.converge(Some(&vlans), Some(att), &mut conns).await {
+            Ok(done) => done,
             Err(e) if existed => return Err(e),
             Err(e) => {
                 warn!(error = %e, "setup failed; removing what was built");
@@ -114,8 +201,10 @@ impl Datapath {
                 });
             }
         };
-        let host_mac = self.host.link(&att.host_veth).await?.and_then(|l| l.mac);
-        let pod_mac = pod_view(&mut conns, att).await?.link.and_then(|l| l.mac);
+        // The last round observed the finished attachment: its MACs need no further request.
+        let Converged { repaired, host, pod } = done;
+        let host_mac = host.link(&att.host_veth).and_then(|l| l.mac);
+        let pod_mac = pod.and_then(|p| p.link).and_then(|l| l.mac);
         if !repaired.is_empty() {
             info!(host_veth = %att.host_veth, changes = repaired.len(), "attachment built");
         }
@@ -133,13 +222,24 @@ impl Datapath {
     /// (CNI CHECK). Changes nothing.
     pub async fn check(&self, att: &DesiredAttachment) -> Result<Vec<Drift>, DatapathError> {
         att.validate(&self.node)?;
-        self.diff(Some(&BTreeSet::from([att.vlan])), Some(att), &mut PodConns::new()).await
+        Ok(self.diff(Some(&BTreeSet::from([att.vlan])), Some(att), &mut PodConns::new()).await?.0)
     }
 
     /// Removes an attachment: deleting the host veth deletes its peer in the pod, and with it
     /// the pod's addresses and routes. Nothing there is fine; a second teardown succeeds.
     pub async fn teardown(&self, id: &AttachmentId) -> Result<(), TeardownError> {
         self.teardown_all(std::slice::from_ref(id)).await
+    }
+
+    /// Removes the veth pair [`Datapath::prepare`] created, for an ADD that goes no further;
+    /// nothing when it created none. A failure is logged (the node's reconcile removes a port
+    /// no attachment owns).
+    pub async fn discard(&self, prepared: Prepared) {
+        let Some(id) = prepared.created else { return };
+        match self.teardown(&id).await {
+            Ok(()) => debug!(container_id = %id.container_id, "prepared veth pair removed"),
+            Err(e) => warn!(error = %e, "cannot remove the prepared veth pair"),
+        }
     }
 
     /// Removes several attachments, carrying on past failures; the error lists each of them.
@@ -175,7 +275,7 @@ impl Datapath {
         let vlans: BTreeSet<Option<u16>> = atts.iter().map(|a| a.vlan).collect();
         let mut conns = PodConns::new();
         match self.converge(Some(&vlans), None, &mut conns).await {
-            Ok(repaired) => report.repaired.extend(repaired),
+            Ok(done) => report.repaired.extend(done.repaired),
             Err(e) => report.failed.push((None, e)),
         }
         for att in atts {
@@ -186,7 +286,7 @@ impl Datapath {
                 Err(e) => Err(e.into()),
             };
             match result {
-                Ok(repaired) => report.repaired.extend(repaired),
+                Ok(done) => report.repaired.extend(done.repaired),
                 Err(e) => report.failed.push((Some(att.id()), e)),
             }
         }
@@ -223,22 +323,23 @@ impl Datapath {
     }
 
     /// Observe → diff → plan → execute until nothing differs. Returns the drifts found on the
-    /// way (all of them repaired). Node-level state is included for `vlans` when given.
+    /// way (all of them repaired) and the last observation. Node-level state is included for
+    /// `vlans` when given.
     async fn converge(
         &self,
         vlans: Option<&BTreeSet<Option<u16>>>,
         att: Option<&DesiredAttachment>,
         conns: &mut PodConns,
-    ) -> Result<Vec<Drift>, DatapathError> {
+    ) -> Result<Converged, DatapathError> {
         let mut repaired = Vec::new();
         for round in 0..MAX_ROUNDS {
-            let drifts = self.diff(vlans, att, conns).await?;
+            let (drifts, host, pod) = self.diff(vlans, att, conns).await?;
             let plan = plan(&drifts);
             if !plan.conflicts.is_empty() {
                 return Err(DatapathError::Conflict { drifts: plan.conflicts });
             }
             if plan.actions.is_empty() {
-                return Ok(repaired);
+                return Ok(Converged { repaired, host, pod });
             }
             debug!(round, actions = ?plan.actions, "repairing");
             for action in &plan.actions {
@@ -246,16 +347,21 @@ impl Datapath {
             }
             repaired.extend(drifts);
         }
-        let drifts = self.diff(vlans, att, conns).await?;
-        if drifts.is_empty() { Ok(repaired) } else { Err(DatapathError::NotConverged { rounds: MAX_ROUNDS, drifts }) }
+        let (drifts, host, pod) = self.diff(vlans, att, conns).await?;
+        if drifts.is_empty() {
+            Ok(Converged { repaired, host, pod })
+        } else {
+            Err(DatapathError::NotConverged { rounds: MAX_ROUNDS, drifts })
+        }
     }
 
+    /// The drifts, with the views they were found in (the pod's when `att` is given).
     async fn diff(
         &self,
         vlans: Option<&BTreeSet<Option<u16>>>,
         att: Option<&DesiredAttachment>,
         conns: &mut PodConns,
-    ) -> Result<Vec<Drift>, DatapathError> {
+    ) -> Result<(Vec<Drift>, HostView, Option<PodView>), DatapathError> {
         // Only the links this diff looks at: the node's for `vlans`, and the attachment's port.
         let mut names: Vec<String> = vlans
             .map(|v| super::layout::node_links(&self.node, v).into_iter().map(|l| l.name).collect())
@@ -276,11 +382,15 @@ impl Datapath {
             Some(vlans) => diff_node(&self.node, vlans, &host),
             None => Vec::new(),
         };
-        if let Some(att) = att {
-            let pod = pod_view(conns, att).await?;
-            drifts.extend(diff_attachment(&self.node, att, &host, &pod));
-        }
-        Ok(drifts)
+        let pod = match att {
+            Some(att) => {
+                let pod = pod_view(conns, att).await?;
+                drifts.extend(diff_attachment(&self.node, att, &host, &pod));
+                Some(pod)
+            }
+            None => None,
+        };
+        Ok((drifts, host, pod))
     }
 
     async fn execute(&self, action: &Action, conns: &mut PodConns) -> Result<(), DatapathError> {
@@ -341,6 +451,7 @@ mod tests {
     fn futures_are_send(dp: &Datapath, att: &DesiredAttachment, id: &AttachmentId) {
         fn send<T: Send>(_: T) {}
         send(dp.setup(att));
+        send(dp.prepare(att));
         send(dp.check(att));
         send(dp.teardown(id));
         send(dp.reconcile(std::slice::from_ref(att)));

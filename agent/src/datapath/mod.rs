@@ -38,7 +38,7 @@ pub use desired::{
     check_ifname, host_veth_name, vlan_link_name,
 };
 pub use drift::{Drift, diff_attachment, diff_node, orphan_ports};
-pub use driver::{Attached, Datapath, ReconcileReport};
+pub use driver::{Attached, Datapath, Prepared, ReconcileReport};
 pub use error::{DatapathError, NetnsError, TeardownError, TeardownFailure, ValidationError};
 pub use kernel::{KernelSupport, probe as probe_kernel};
 pub use layout::{ExpectedKind, ExpectedLink, ExpectedVlans, node_links, pod_port};
