@@ -177,11 +177,11 @@ impl Datapath {
     /// by this call (removed again on failure), what existed before it does not.
     #[tracing::instrument(skip_all, fields(container_id = %att.container_id, ifname = %att.ifname, vlan = ?att.vlan))]
     pub async fn setup_prepared(&self, att: &DesiredAttachment, prepared: Prepared) -> Result<Attached, DatapathError> {
-        let Prepared { existed, created, mut conns } = prepared;
         if let Err(e) = att.validate(&self.node) {
-            self.discard(Prepared { existed, created, conns }).await;
+            self.discard(prepared).await;
             return Err(e.into());
         }
+        let Prepared { existed, created: _, mut conns } = prepared;
         let vlans = BTreeSet::from([att.vlan]);
         // An attachment that existed before this call is never torn down by it: a failed
         // repair must not take down a working pod, and a conflict must not remove what is not
