@@ -251,6 +251,21 @@ async fn a_prepared_veth_pair_is_finished_by_setup_or_removed_by_discard() -> Re
     assert_eq!(p1.addresses("eth0")?, ["10.83.0.2/24"]);
     assert_eq!(n.link(&a1.host_veth)?.expect("veth")["master"], "br0");
 
+    // A second pair, on a node whose bridge is built now: finished without a first look at
+    // it, to the same state.
+    let p4 = Netns::new()?;
+    let mut a4 = attachment(&p4, None, "10.83.0.6/24", Some("10.83.0.1"));
+    a4.mac = Some("02:83:00:00:00:06".parse()?);
+    let prepared = dp.prepare(&a4).await;
+    assert!(prepared.created());
+    let done = dp.setup_prepared(&a4, prepared).await?;
+    assert!(matches!(done.repaired.as_slice(), [Drift::VethMissing { .. }]), "{:?}", done.repaired);
+    assert_eq!(done.pod_mac, a4.mac);
+    assert_eq!(dp.check(&a4).await?, vec![]);
+    assert_eq!(p4.addresses("eth0")?, ["10.83.0.6/24"]);
+    assert_eq!(n.link(&a4.host_veth)?.expect("veth")["master"], "br0");
+    dp.teardown(&a4.id()).await?;
+
     // A complete attachment prepared again: nothing created, nothing removed on a discard.
     let again = dp.prepare(&veth).await;
     assert!(!again.created());

@@ -181,7 +181,7 @@ impl Datapath {
             self.discard(prepared).await;
             return Err(e.into());
         }
-        let Prepared { existed, created: _, mut conns } = prepared;
+        let Prepared { existed, created, mut conns } = prepared;
         let vlans = BTreeSet::from([att.vlan]);
         // An attachment that existed before this call is never torn down by it: a failed
         // repair must not take down a working pod, and a conflict must not remove what is not
@@ -190,7 +190,28 @@ impl Datapath {
             Some(existed) => existed,
             None => self.host.link(&att.host_veth).await?.is_some(),
         };
-        let done = match self.converge(Some(&vlans), Some(att), &mut conns).await {
+        let built = async {
+            let mut finished = Vec::new();
+            if created.is_some() {
+                // The pair `prepare` just created is in a known state, so what it still needs
+                // is known without observing it first. The converge loop then observes the
+                // result and repairs whatever is not as it should be: what failed here too (a
+                // bridge not built yet, say), which it reports if it fails again.
+                let port = super::layout::pod_port(&self.node, att);
+                for action in &super::plan::finish_attachment(att, &port) {
+                    if let Err(e) = self.execute(action, &mut conns).await {
+                        debug!(error = %e, ?action, "finishing the prepared pair stopped; converging");
+                        break;
+                    }
+                }
+                finished.push(Drift::VethMissing { attachment: Box::new(att.clone()), port });
+            }
+            let mut done = self.converge(Some(&vlans), Some(att), &mut conns).await?;
+            finished.append(&mut done.repaired);
+            done.repaired = finished;
+            Ok::<_, DatapathError>(done)
+        };
+        let done = match built.await {
             Ok(done) => done,
             Err(e) if existed => return Err(e),
             Err(e) => {

@@ -87,15 +87,15 @@ impl Netlink {
     /// do (an ADD on a node with a hundred pods spent most of its datapath time parsing them).
     /// A master outside `names` is looked up by index, so masters are named as in a full view.
     pub async fn host_view_of(&self, names: &[String], with_vlans: bool) -> Result<HostView, DatapathError> {
-        let mut msgs = Vec::with_capacity(names.len());
-        for name in names {
+        // The requests go out together: one wait for the answers, not one per link.
+        let gets = names.iter().map(|name| async move {
             match self.handle.link().get().match_name(name.clone()).execute().try_next().await {
-                Ok(Some(msg)) => msgs.push(msg),
-                Ok(None) => {}
-                Err(e) if errno(&e) == Some(ENODEV) => {}
-                Err(e) => return Err(nl_err("get link", name, e)),
+                Ok(msg) => Ok(msg),
+                Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+                Err(e) => Err(nl_err("get link", name, e)),
             }
-        }
+        });
+        let msgs: Vec<LinkMessage> = futures::future::try_join_all(gets).await?.into_iter().flatten().collect();
         let mut by_index: HashMap<u32, String> =
             msgs.iter().filter_map(|m| Some((m.header.index, link_name(m)?))).collect();
         let masters: Vec<u32> = msgs
@@ -153,14 +153,14 @@ impl Netlink {
 
     /// The pod's side of an attachment, as seen from inside its namespace.
     pub async fn pod_view(&self, ifname: &str) -> Result<PodView, DatapathError> {
-        let loopback_up = self.link("lo").await?.is_some_and(|l| l.admin_up);
-        let Some(link) = self.link(ifname).await? else {
+        // Requests that need no answer of another's go out together.
+        let (lo, link, routes) = tokio::try_join!(self.link("lo"), self.link(ifname), self.routes())?;
+        let loopback_up = lo.is_some_and(|l| l.admin_up);
+        let Some(link) = link else {
             return Ok(PodView { netns_present: true, link: None, loopback_up, ..PodView::default() });
         };
         let addresses = self.addresses(link.index).await?;
-        let routes = self
-            .routes()
-            .await?
+        let routes = routes
             .into_iter()
             .filter(|r| r.oif == Some(link.index))
             .map(|r| Route { dst: r.dst, via: r.via })
@@ -200,8 +200,7 @@ impl Netlink {
 
     /// Unicast routes of the main table, both families.
     pub async fn routes(&self) -> Result<Vec<ObservedRoute>, DatapathError> {
-        let mut out = Vec::new();
-        for family in [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()] {
+        let dump = |family: RouteMessage| async move {
             let msgs: Vec<RouteMessage> = self
                 .handle
                 .route()
@@ -210,9 +209,13 @@ impl Netlink {
                 .try_collect()
                 .await
                 .map_err(|e| nl_err("list routes", "", e))?;
-            out.extend(msgs.iter().filter_map(to_route));
-        }
-        Ok(out)
+            Ok::<_, DatapathError>(msgs)
+        };
+        let (v4, v6) = tokio::try_join!(
+            dump(RouteMessageBuilder::<Ipv4Addr>::new().build()),
+            dump(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        )?;
+        Ok(v4.iter().chain(&v6).filter_map(to_route).collect())
     }
 
     /// Creates a bridge; one that already exists is left for the next diff to judge.
@@ -317,7 +320,8 @@ impl Netlink {
     }
 
     pub async fn set_master(&self, link: &str, master: &str) -> Result<(), DatapathError> {
-        let msg = LinkUnspec::new_with_index(self.index(link).await?).controller(self.index(master).await?).build();
+        let (link_index, master_index) = tokio::try_join!(self.index(link), self.index(master))?;
+        let msg = LinkUnspec::new_with_index(link_index).controller(master_index).build();
         self.handle.link().set(msg).execute().await.map_err(|e| nl_err("enslave", &format!("{link} to {master}"), e))
     }
 

@@ -196,7 +196,14 @@ fn create_attachment(actions: &mut Vec<Action>, att: &DesiredAttachment, port: &
         mtu: port.mtu,
         mac: att.mac,
     });
-    port_membership(actions, port);
+    actions.extend(finish_attachment(att, port));
+}
+
+/// What a veth pair just created for `att` (down, on no bridge, its peer with its MAC and MTU
+/// but no address) still needs: the host port's membership and link, then the pod side.
+pub fn finish_attachment(att: &DesiredAttachment, port: &ExpectedLink) -> Vec<Action> {
+    let mut actions = Vec::new();
+    port_membership(&mut actions, port);
     actions.push(Action::SetUp { link: att.host_veth.clone() });
     let (netns, link) = (&att.netns, &att.ifname);
     actions.push(Action::PodSetUp { netns: netns.clone(), link: "lo".into() });
@@ -207,6 +214,7 @@ fn create_attachment(actions: &mut Vec<Action>, att: &DesiredAttachment, port: &
     for route in att.effective_routes() {
         actions.push(Action::PodAddRoute { netns: netns.clone(), link: link.clone(), route });
     }
+    actions
 }
 
 #[cfg(test)]
